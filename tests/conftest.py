@@ -1,0 +1,59 @@
+"""Shared fixtures: one work folder per test session, and the notebook series run once, in order, inside it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Nothing may reach the Hugging Face Hub: every model is embedded in an installed package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from helpers import series  # noqa: E402
+from helpers.config import REPO_ROOT  # noqa: E402
+
+# Small parameters that make each notebook a smoke run of a minute or two on 2 cores.
+# Every notebook in notebooks/ must have an entry (tests/test_notebooks.py checks it).
+SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
+    "00_setup.ipynb": {},
+}
+
+
+class SeriesRunner:
+    """Runs notebooks of the series under papermill in one shared work folder, each at most once."""
+
+    def __init__(self, work_dir: Path, output_dir: Path):
+        self.work_dir = work_dir
+        self.output_dir = output_dir
+        self.results: dict[str, series.StepResult] = {}
+
+    def run(self, name: str) -> series.StepResult:
+        """Run ``name`` and, first, every earlier notebook of the series that has not run yet."""
+        ordered = [p for p in series.notebooks() if p.name <= name]
+        assert ordered and ordered[-1].name == name, f"no notebook {name} in {series.NOTEBOOKS_DIR}"
+        for path in ordered:
+            if path.name not in self.results:
+                params = {"work_dir": str(self.work_dir), **SMOKE_PARAMETERS.get(path.name, {})}
+                self.results[path.name] = series.run_notebook(path, self.output_dir, params)
+            result = self.results[path.name]
+            if result.status != "ok":
+                pytest.fail(f"{path.name} failed: {result.error} (executed copy: {result.output})")
+        return self.results[name]
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The work folder every notebook of this test session writes to (``WORKSHOP_TEST_WORK_DIR`` to keep it)."""
+    keep = os.environ.get("WORKSHOP_TEST_WORK_DIR")
+    path = Path(keep) if keep else tmp_path_factory.mktemp("workdir")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def series_runner(work_dir: Path) -> SeriesRunner:
+    return SeriesRunner(work_dir, REPO_ROOT / "workdir" / "test-executed")
