@@ -55,5 +55,21 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def workshop_config(work_dir: Path):
+    """The configuration the notebooks of this test session use."""
+    from helpers.config import load_config
+
+    return load_config(work_dir=work_dir)
+
+
+@pytest.fixture(scope="session")
+def generator_dir(workshop_config) -> Path:
+    """The embedded generator as a Hugging Face folder (converted once per session, shared with the notebooks)."""
+    from helpers import models
+
+    return Path(models.prepare_generator(workshop_config, progress=False))
+
+
+@pytest.fixture(scope="session")
 def series_runner(work_dir: Path) -> SeriesRunner:
     return SeriesRunner(work_dir, REPO_ROOT / "workdir" / "test-executed")

@@ -1,0 +1,26 @@
+"""The papermill runner behind `make workshop`: a failing cell is reported with its error, not hidden."""
+
+from __future__ import annotations
+
+import nbformat
+
+from helpers import series
+
+
+def _notebook(path, *sources):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_run_notebook_passes_parameters_and_reports_failure(tmp_path):
+    ok = _notebook(tmp_path / "01_ok.ipynb", "value = 1", "assert value == 2, 'parameter not applied'")
+    bad = _notebook(tmp_path / "02_bad.ipynb", "value = 1", "raise ValueError('broken step')")
+    good = series.run_notebook(ok, tmp_path / "out", {"value": 2})
+    failed = series.run_notebook(bad, tmp_path / "out", {})
+    assert good.status == "ok" and good.output.exists()
+    assert failed.status == "failed" and "broken step" in failed.error
+    table = series.summary([good, failed])
+    assert "01_ok.ipynb" in table and "failed" in table and "total" in table
