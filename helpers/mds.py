@@ -1,0 +1,441 @@
+"""Step 2: turn the flattened code (and question/answer JSONL) into MDS shards that Streaming can serve.
+
+Text becomes a ``tokens`` column exactly as LLM Foundry's ``convert_text_to_mds`` writes it: each file is
+tokenized with the generator's tokenizer, files are joined with EOS and cut into ``max_seq_len`` samples by
+LLM Foundry's ``ConcatTokensDataset``. Files go to train/validation/test by a seeded hash of their path, so the
+split never depends on the order files were found. Question/answer records become ``prompt``/``response``
+string columns, the layout LLM Foundry's ``finetuning`` dataloader reads. Output goes to
+``cfg.storage_path('mds', dataset, split)``: a local folder, or an object store through Streaming's uploaders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from helpers import repos
+from helpers.config import WorkshopConfig
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
+TEXT_DATASET = "codebase"
+QA_DATASET = "codebase_qa"
+TOKEN_COLUMNS = {"tokens": "ndarray:int32"}
+QA_COLUMNS = {"prompt": "str", "response": "str"}
+ON_ERROR = ("raise", "skip")
+
+
+class JsonlError(ValueError):
+    """A JSONL input line is malformed; the message names the file, the line number and what is wrong."""
+
+
+@dataclass
+class SplitStats:
+    """What one split holds: documents (files or records), samples and tokens, and where it was written."""
+
+    split: str
+    path: str
+    documents: int = 0
+    samples: int = 0
+    tokens: int = 0
+    doc_tokens: list[int] = field(default_factory=list)  # tokens per document, for the length histogram
+    keys: list[str] = field(default_factory=list)  # 'source/path' (or line number) of each document, in order
+
+
+@dataclass
+class Conversion:
+    """The result of one conversion: parameters and the stats of every split."""
+
+    dataset: str
+    kind: str  # 'tokens' | 'prompt_response'
+    params: dict[str, Any]
+    splits: dict[str, SplitStats]
+    seconds: float = 0.0
+    reused: bool = False
+
+    def table(self):
+        """Samples, documents and tokens per split as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame([{"split": s.split, "documents": s.documents, "samples": s.samples, "tokens": s.tokens,
+                              "path": s.path} for s in self.splits.values()]).set_index("split")
+
+
+# ---------------------------------------------------------------------------------------------- splitting
+
+
+def assign_splits(keys: Sequence[str], seed: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> dict[str, list[int]]:
+    """Indices of ``keys`` per split, decided by a seeded hash of each key (input order does not matter).
+
+    Every split gets at least one key when there are at least three; each split keeps the input order.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions={tuple(fractions)} must be three non-negative numbers (train, validation, test) summing to 1.")
+    if len(set(keys)) != len(keys):
+        raise ValueError("split keys must be unique (one per file or record).")
+    n = len(keys)
+    ranked = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}\0{keys[i]}".encode()).hexdigest())
+    sizes = [round(f * n) for f in fractions[1:]]
+    if n >= 3:
+        sizes = [max(1, s) if f > 0 else 0 for s, f in zip(sizes, fractions[1:])]
+    n_val, n_test = sizes
+    n_train = n - n_val - n_test
+    chosen = {"train": ranked[:n_train], "validation": ranked[n_train:n_train + n_val], "test": ranked[n_train + n_val:]}
+    return {split: sorted(idx) for split, idx in chosen.items()}
+
+
+# ---------------------------------------------------------------------------------------------- tokenizing
+
+
+def load_tokenizer(cfg: WorkshopConfig):
+    """The generator's tokenizer (prepared by step 0), set up for long documents."""
+    from transformers import AutoTokenizer
+
+    from helpers import models
+
+    tokenizer = AutoTokenizer.from_pretrained(models.prepare_generator(cfg))
+    tokenizer.model_max_length = 1 << 40  # documents are cut into samples later; silence the length warning
+    if tokenizer.eos_token is None:
+        raise ValueError(f"the tokenizer of {cfg.generator_model} has no EOS token to separate documents with.")
+    return tokenizer
+
+
+class _RecordingTokenizer:
+    """Stands in for the tokenizer inside ConcatTokensDataset: counts each document's tokens and keeps the tail.
+
+    ConcatTokensDataset drops the last partial sample; knowing the stream's tail lets us write it too, so no
+    file text is lost. Literal special-token text in code (a chat template in a string) is tokenized as plain
+    text, so it never turns into a fake end-of-document.
+    """
+
+    def __init__(self, tokenizer, frame: list[int], keep: int):
+        self._tokenizer = tokenizer
+        self._frame = frame  # tokens ConcatTokensDataset adds per document (BOS + EOS)
+        self._keep = keep
+        self.doc_tokens: list[int] = []
+        self.total = 0
+        self.tail: list[int] = []
+
+    def __call__(self, text: str, **kwargs: Any):
+        encoded = self._tokenizer(text, split_special_tokens=True, **kwargs)
+        ids = encoded["input_ids"]
+        self.doc_tokens.append(len(ids))
+        self.total += len(ids) + len(self._frame)
+        self.tail.extend(ids)
+        self.tail.extend(self._frame)
+        if len(self.tail) > 4 * self._keep:
+            self.tail = self.tail[-self._keep:]
+        return encoded
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
+
+
+def iter_token_samples(texts: Iterable[str], tokenizer, max_seq_len: int, keep_tail: bool = True,
+                       stats: SplitStats | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """``{'tokens': int32 array}`` samples of ``max_seq_len`` from texts joined by EOS (LLM Foundry's ConcatTokensDataset)."""
+    from llmfoundry.data import ConcatTokensDataset
+
+    dataset = ConcatTokensDataset(hf_dataset=({"text": t} for t in texts), tokenizer=tokenizer,  # type: ignore[arg-type]
+                                  max_length=max_seq_len, bos_text="", eos_text=tokenizer.eos_token, no_wrap=False)
+    recorder = _RecordingTokenizer(tokenizer, dataset.bos_tokens + dataset.eos_tokens, max_seq_len)
+    dataset.tokenizer = recorder
+    emitted = 0
+    for sample in dataset:
+        emitted += len(sample["tokens"])
+        yield sample
+    left = recorder.total - emitted
+    if keep_tail and left > 0:
+        yield {"tokens": np.asarray(recorder.tail[-left:], dtype=np.int32)}
+    if stats is not None:
+        stats.doc_tokens = recorder.doc_tokens
+        stats.tokens = recorder.total if keep_tail else emitted
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _record_file(cfg: WorkshopConfig, dataset: str) -> Path:
+    return cfg.work_dir / "mds" / f"{dataset}.json"
+
+
+def load_conversion(cfg: WorkshopConfig, dataset: str) -> Conversion | None:
+    """The stats recorded by the last conversion of ``dataset`` (None if there was none)."""
+    try:
+        data = json.loads(_record_file(cfg, dataset).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    data["splits"] = {k: SplitStats(**v) for k, v in data["splits"].items()}
+    return Conversion(**data)
+
+
+def _reusable(cfg: WorkshopConfig, dataset: str, params: dict[str, Any]) -> Conversion | None:
+    previous = load_conversion(cfg, dataset)
+    if previous is None or previous.params != params:
+        return None
+    if not cfg.is_remote and not all(Path(s.path, "index.json").is_file() for s in previous.splits.values()):
+        return None
+    previous.reused = True
+    return previous
+
+
+def _write_splits(cfg: WorkshopConfig, dataset: str, columns: dict[str, str], compression: str | None,
+                  produce: dict[str, Any], progress: bool) -> dict[str, SplitStats]:
+    """Write each split's samples with MDSWriter; local output appears only when every split is complete."""
+    from streaming import MDSWriter
+    from tqdm.auto import tqdm
+
+    final = cfg.storage_path("mds", dataset)
+    stats: dict[str, SplitStats] = {}
+    if cfg.is_remote:
+        staging = Path(tempfile.mkdtemp(prefix=f"{dataset}-", dir=_cache_root(cfg)))
+    else:
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dataset}-", dir=Path(final).parent))
+    try:
+        for split, (documents, keys, samples_of) in produce.items():
+            st = SplitStats(split=split, path=cfg.storage_path("mds", dataset, split), documents=documents, keys=keys)
+            # Remote: shards upload as they are written, index.json last, so readers never see a partial split.
+            out: str | tuple[str, str] = (str(staging / split), st.path) if cfg.is_remote else str(staging / split)
+            with MDSWriter(out=out, columns=columns, compression=compression, size_limit=1 << 24) as writer:
+                for sample in tqdm(samples_of(st), desc=f"{dataset}/{split}", unit=" samples", disable=not progress,
+                                   leave=False):
+                    writer.write(sample)
+                    st.samples += 1
+            stats[split] = st
+        if not cfg.is_remote:
+            old = None
+            if Path(final).exists():
+                old = Path(tempfile.mkdtemp(prefix=f".old-{dataset}-", dir=Path(final).parent))
+                os.replace(final, old / dataset)
+            os.replace(staging, final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return stats
+
+
+def _cache_root(cfg: WorkshopConfig) -> Path:
+    root = cfg.work_dir / "mds_cache"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _finish(cfg: WorkshopConfig, conversion: Conversion) -> Conversion:
+    path = _record_file(cfg, conversion.dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(asdict(conversion)))
+    os.replace(tmp, path)
+    return conversion
+
+
+def convert_documents(cfg: WorkshopConfig, dataset: str, keys: Sequence[str], load: Any, max_seq_len: int = 512,
+                      fractions: Sequence[float] = DEFAULT_FRACTIONS, compression: str | None = "zstd",
+                      keep_tail: bool = True, overwrite: bool = False, progress: bool = True,
+                      extra_params: dict[str, Any] | None = None) -> Conversion:
+    """Tokenize documents (``load(i)`` gives text of ``keys[i]``) into a 'tokens' MDS dataset with three splits."""
+    if max_seq_len < 2:
+        raise ValueError(f"max_seq_len={max_seq_len} must be at least 2.")
+    if not keys:
+        raise ValueError(f"no documents to convert into {dataset!r}: run step 1 (01_download_repos.ipynb) first.")
+    params = {"generator_model": cfg.generator_model, "max_seq_len": max_seq_len, "fractions": list(fractions),
+              "seed": cfg.seed, "compression": compression, "keep_tail": keep_tail, "storage": cfg.storage_path("mds", dataset),
+              "keys_sha": hashlib.sha256("\n".join(keys).encode()).hexdigest(), **(extra_params or {})}
+    if not overwrite and (previous := _reusable(cfg, dataset, params)):
+        return previous
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(cfg)
+    assignment = assign_splits(keys, cfg.seed, fractions)
+
+    def producer(indices: list[int]):
+        def samples_of(st: SplitStats):
+            return iter_token_samples((load(i) for i in indices), tokenizer, max_seq_len, keep_tail, st)
+        return len(indices), [keys[i] for i in indices], samples_of
+
+    produce = {split: producer(assignment[split]) for split in SPLITS}
+    splits = _write_splits(cfg, dataset, TOKEN_COLUMNS, compression, produce, progress)
+    return _finish(cfg, Conversion(dataset, "tokens", params, splits, round(time.perf_counter() - start, 2)))
+
+
+def convert_text(cfg: WorkshopConfig, dataset: str = TEXT_DATASET, sources: Sequence[str] | None = None,
+                 max_seq_len: int = 512, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                 compression: str | None = "zstd", keep_tail: bool = True, overwrite: bool = False,
+                 progress: bool = True) -> Conversion:
+    """Step 2 for the flattened code: every kept file of the completed sources into a 'tokens' MDS dataset."""
+    names = list(sources) if sources else repos.completed_sources(cfg)
+    records = [r for name in names for r in repos.read_index(cfg, name)]
+    keys = [f"{r.source}/{r.path}" for r in records]
+    return convert_documents(cfg, dataset, keys, lambda i: records[i].read_text(), max_seq_len, fractions,
+                             compression, keep_tail, overwrite, progress)
+
+
+# ---------------------------------------------------------------------------------------------- JSONL
+
+
+def read_jsonl(path: str | Path, on_error: str = "raise") -> tuple[list[dict[str, Any]], str, list[int]]:
+    """Records of a JSONL file, their style ('text' or 'prompt_response') and the line numbers skipped.
+
+    Each line must be a JSON object with a string ``text`` field, or string ``prompt`` and ``response`` fields,
+    all lines in one style. A bad line raises JsonlError naming its number (``on_error='skip'``: skipped and
+    counted instead).
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error={on_error!r} must be one of {', '.join(ON_ERROR)}.")
+    path = Path(path)
+    if not path.is_file():
+        raise JsonlError(f"{path} does not exist.")
+    records: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    style: str | None = None
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise JsonlError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno}).") from None
+                if not isinstance(record, dict):
+                    raise JsonlError(f"{path}:{number}: expected a JSON object, found {type(record).__name__}.")
+                if "prompt" in record or "response" in record:
+                    this = "prompt_response"
+                    fields = ("prompt", "response")
+                elif "text" in record:
+                    this, fields = "text", ("text",)
+                else:
+                    raise JsonlError(f"{path}:{number}: needs a 'text' field, or 'prompt' and 'response' fields.")
+                for name in fields:
+                    if not isinstance(record.get(name), str):
+                        raise JsonlError(f"{path}:{number}: field {name!r} must be a string (found {type(record.get(name)).__name__}).")
+                if style is None:
+                    style = this
+                elif this != style:
+                    raise JsonlError(f"{path}:{number}: a {this!r} record in a file of {style!r} records; use one style per file.")
+            except JsonlError:
+                if on_error == "raise":
+                    raise
+                skipped.append(number)
+                continue
+            records.append(record)
+    if not records:
+        raise JsonlError(f"{path}: no usable records ({len(skipped)} skipped).")
+    return records, style or "text", skipped
+
+
+def convert_jsonl(cfg: WorkshopConfig, jsonl: str | Path, dataset: str, max_seq_len: int = 512,
+                  fractions: Sequence[float] = DEFAULT_FRACTIONS, compression: str | None = "zstd",
+                  on_error: str = "raise", overwrite: bool = False, progress: bool = True) -> Conversion:
+    """A JSONL file into MDS: 'text' records are tokenized like code files, 'prompt'/'response' records kept as strings.
+
+    Records carrying 'source' and 'path' are split by that file (all questions about one file land in one
+    split, so validation never asks about code seen in training); others by line.
+    """
+    records, style, skipped = read_jsonl(jsonl, on_error)
+    keys, seen = [], set()
+    for i, r in enumerate(records):
+        key = f"{r['source']}/{r['path']}" if isinstance(r.get("source"), str) and isinstance(r.get("path"), str) else f"#{i}"
+        keys.append(key)
+        seen.add(key)
+    extra = {"jsonl": str(Path(jsonl).resolve()), "jsonl_sha": hashlib.sha256(Path(jsonl).read_bytes()).hexdigest(),
+             "skipped_lines": skipped, "on_error": on_error}
+    if style == "text":
+        return convert_documents(cfg, dataset, [f"#{i}" for i in range(len(records))],
+                                 lambda i: records[i]["text"], max_seq_len, fractions, compression,
+                                 overwrite=overwrite, progress=progress, extra_params=extra)
+    params = {"fractions": list(fractions), "seed": cfg.seed, "compression": compression,
+              "storage": cfg.storage_path("mds", dataset), **extra}
+    if not overwrite and (previous := _reusable(cfg, dataset, params)):
+        return previous
+    start = time.perf_counter()
+    groups = sorted(seen)
+    group_split = {groups[i]: split for split, idx in assign_splits(groups, cfg.seed, fractions).items() for i in idx}
+    produce = {}
+    for split in SPLITS:
+        chosen = [i for i in range(len(records)) if group_split[keys[i]] == split]
+
+        def samples_of(st: SplitStats, chosen: list[int] = chosen):
+            for i in chosen:
+                yield {"prompt": records[i]["prompt"], "response": records[i]["response"]}
+        produce[split] = (len(chosen), [keys[i] for i in chosen], samples_of)
+    splits = _write_splits(cfg, dataset, QA_COLUMNS, compression, produce, progress)
+    return _finish(cfg, Conversion(dataset, "prompt_response", params, splits, round(time.perf_counter() - start, 2)))
+
+
+# ---------------------------------------------------------------------------------------------- reading back
+
+
+def open_split(cfg: WorkshopConfig, dataset: str, split: str):
+    """Streaming's StreamingDataset over one written split (local folder, or remote through a local cache), unshuffled."""
+    from streaming import StreamingDataset
+
+    path = cfg.storage_path("mds", dataset, split)
+    if not cfg.is_remote:
+        if not Path(path, "index.json").is_file():
+            raise FileNotFoundError(f"no MDS split at {path}: run 02_convert_to_mds.ipynb first.")
+        return StreamingDataset(local=path, shuffle=False, batch_size=1)
+    local = _cache_root(cfg) / "read" / dataset / split
+    return StreamingDataset(remote=path, local=str(local), shuffle=False, batch_size=1)
+
+
+def iter_split_tokens(cfg: WorkshopConfig, dataset: str, split: str) -> Iterator[np.ndarray]:
+    """The token arrays of one split in written order."""
+    data = open_split(cfg, dataset, split)
+    for i in range(len(data)):
+        yield np.asarray(data[i]["tokens"])
+
+
+def split_documents(token_arrays: Iterable[np.ndarray], eos_id: int) -> list[list[int]]:
+    """The document token lists of a concatenated split (EOS-separated), the inverse of the concatenation."""
+    arrays = list(token_arrays)
+    stream = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+    cuts = np.flatnonzero(stream == eos_id)
+    docs, start = [], 0
+    for cut in cuts:
+        docs.append(stream[start:cut].tolist())
+        start = cut + 1
+    if start < len(stream):
+        docs.append(stream[start:].tolist())
+    return docs
+
+
+def reconcat(cfg: WorkshopConfig, source: str, dataset: str, max_seq_len: int, compression: str | None = "zstd",
+             progress: bool = True) -> Conversion:
+    """MDS to MDS: re-cut an existing 'tokens' dataset to a new ``max_seq_len`` (same documents, same splits)."""
+    previous = load_conversion(cfg, source)
+    if previous is None or previous.kind != "tokens":
+        raise FileNotFoundError(f"no 'tokens' dataset {source!r} recorded in {cfg.work_dir / 'mds'}: convert it first.")
+    start = time.perf_counter()
+
+    def producer(split: str):
+        old = previous.splits[split]
+
+        def samples_of(st: SplitStats):
+            st.doc_tokens, st.tokens = old.doc_tokens, 0
+            buffer = np.zeros(0, dtype=np.int32)
+            for arr in iter_split_tokens(cfg, source, split):
+                buffer = np.concatenate([buffer, arr.astype(np.int32)])
+                while len(buffer) >= max_seq_len:
+                    st.tokens += max_seq_len
+                    yield {"tokens": buffer[:max_seq_len].copy()}
+                    buffer = buffer[max_seq_len:]
+            if len(buffer):
+                st.tokens += len(buffer)
+                yield {"tokens": buffer}
+        return old.documents, old.keys, samples_of
+
+    produce = {split: producer(split) for split in SPLITS}
+    splits = _write_splits(cfg, dataset, TOKEN_COLUMNS, compression, produce, progress)
+    params = {**previous.params, "max_seq_len": max_seq_len, "reconcat_of": source}
+    return _finish(cfg, Conversion(dataset, "tokens", params, splits, round(time.perf_counter() - start, 2)))
