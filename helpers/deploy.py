@@ -1,0 +1,256 @@
+"""Step 5: serve the (finetuned) Hugging Face model as an HTTP API with MLflow's model server, on loopback.
+
+The model folder is packaged once as an MLflow ``transformers`` model (text-generation), then ``mlflow models
+serve`` runs it as a separate process on 127.0.0.1. ``start_server`` waits for the server's health route,
+``query`` posts a prompt to ``/invocations``, and ``stop`` ends the process group; servers still running when the
+Python process exits are stopped too (atexit), so closing the notebook's kernel leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers.config import WorkshopConfig
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 5001
+READY_MARKER = ".workshop-ready.json"
+MODEL_CHOICES = ("base", "finetuned", "auto")
+
+
+class DeployError(RuntimeError):
+    """The model cannot be packaged or served; the message names the folder, port or log and the fix."""
+
+
+def model_folder(cfg: WorkshopConfig, choice: str = "auto") -> str:
+    """The Hugging Face folder for 'base' (embedded model), 'finetuned' (step 4) or 'auto' (finetuned if ready)."""
+    from helpers import models
+
+    if choice not in MODEL_CHOICES:
+        raise DeployError(f"model choice {choice!r} is unknown: use one of {', '.join(MODEL_CHOICES)}.")
+    finetuned = cfg.models_dir / "finetuned"
+    ready = (finetuned / READY_MARKER).is_file()
+    if choice == "finetuned" and not ready:
+        raise DeployError(f"no finetuned model in {finetuned} (no {READY_MARKER}): run 04_finetune.ipynb first, "
+                          "or choose the base model.")
+    if choice == "finetuned" or (choice == "auto" and ready):
+        return str(finetuned)
+    return models.prepare_generator(cfg, progress=False)
+
+
+def _load_pipeline_parts(folder: str):
+    """Load model and tokenizer from ``folder``, turning any failure into a DeployError that names the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise DeployError(f"model folder {folder} does not exist: run 00_setup.ipynb / 04_finetune.ipynb first.")
+    if not (path / "config.json").is_file():
+        raise DeployError(f"model folder {folder} has no config.json, so it is not a Hugging Face model folder: "
+                          "point model_dir at the folder step 4 wrote (models/finetuned).")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+    except Exception as err:  # noqa: BLE001 - any loading failure becomes one clear message
+        raise DeployError(f"model folder {folder} does not load ({type(err).__name__}: {str(err)[:300]}); "
+                          "re-run the step that wrote it.") from None
+    return model, tokenizer
+
+
+def _fingerprint(folder: str) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+def package_model(cfg: WorkshopConfig, folder: str, name: str = "") -> Path:
+    """Save ``folder`` as an MLflow transformers model under ``<models_dir>/mlflow/<name>`` (reused if unchanged)."""
+    import mlflow.transformers
+    from mlflow.models import infer_signature
+
+    name = name or Path(folder).name
+    out = cfg.models_dir / "mlflow" / name
+    marker = out / READY_MARKER
+    source = {"folder": str(Path(folder).resolve()), "files": _fingerprint(folder) if Path(folder).is_dir() else {}}
+    if marker.is_file() and json.loads(marker.read_text()) == source:
+        return out
+    model, tokenizer = _load_pipeline_parts(folder)
+    signature = infer_signature(["What does this function do?"], ["It ..."],
+                                params={"max_new_tokens": 64, "do_sample": False, "repetition_penalty": 1.1})
+    requirements = [f"{p}=={importlib.metadata.version(p)}" for p in ("mlflow", "transformers", "torch", "accelerate")]
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.transformers.save_model({"model": model, "tokenizer": tokenizer}, str(tmp), task="text-generation",
+                                   signature=signature, pip_requirements=requirements)
+    (tmp / READY_MARKER).write_text(json.dumps(source))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """True when nothing listens on ``host:port`` (checked by binding it briefly)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = HOST) -> int:
+    """A port the operating system says is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running ``mlflow models serve`` process: its URL, process and log file."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+    model_uri: str
+    started_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+_RUNNING: list[Server] = []
+
+
+def _get(url: str, timeout: float = 2.0) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL built here
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
+
+
+def start_server(model_dir: str | Path, port: int = DEFAULT_PORT, log_dir: Path | None = None,
+                 timeout_s: float = 300, host: str = HOST) -> Server:
+    """Serve an MLflow model folder with ``mlflow models serve`` on loopback and wait until it answers /health."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise DeployError(f"host {host!r}: the workshop serves on loopback only (127.0.0.1).")
+    model_dir = Path(model_dir)
+    if not (model_dir / "MLmodel").is_file():
+        raise DeployError(f"{model_dir} is not an MLflow model (no MLmodel file): package it with "
+                          "deploy.package_model(cfg, folder) first.")
+    if not port_is_free(port, host):
+        raise DeployError(f"port {port} on {host} is already in use (another server?): stop it, or pass a "
+                          f"different port, e.g. port={free_port(host)}.")
+    log_dir = log_dir or model_dir.parent
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"mlflow-serve-{port}.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "MLFLOW_DISABLE_ENV_CREATION": "true",
+           # mlflow starts `uvicorn` by name: put this environment's scripts first on PATH.
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir), "-h", host, "-p", str(port),
+           "--env-manager", "local", "-w", "1", "-t", "300"]
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        # A new session makes the server and its uvicorn worker one process group, stopped together.
+        process = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    server = Server(f"http://{host}:{port}", process, log, str(model_dir))
+    _RUNNING.append(server)
+    while time.perf_counter() - start < timeout_s:
+        if not server.running:
+            tail = server.log_tail()
+            stop(server)
+            hint = " (the port was taken meanwhile)" if "address already in use" in tail.lower() else ""
+            raise DeployError(f"the model server exited during start-up{hint}; its log {log} ends with:\n{tail}")
+        if _get(server.url + "/health") == 200:
+            server.started_s = time.perf_counter() - start
+            return server
+        time.sleep(0.5)
+    stop(server)
+    raise DeployError(f"the model server did not answer {server.url}/health within {timeout_s:.0f} s; see {log}.")
+
+
+def health(server_or_url: Server | str) -> bool:
+    """True when the server's /health route answers 200."""
+    url = server_or_url.url if isinstance(server_or_url, Server) else server_or_url.rstrip("/")
+    return _get(url + "/health") == 200
+
+
+def query(server_or_url: Server | str, prompt: str, max_new_tokens: int = 64, timeout_s: float = 300) -> str:
+    """Send one prompt to the server's /invocations route and return the generated text (prompt not included)."""
+    import urllib.error
+    import urllib.request
+
+    url = server_or_url.url if isinstance(server_or_url, Server) else server_or_url.rstrip("/")
+    body = json.dumps({"inputs": [prompt], "params": {"max_new_tokens": int(max_new_tokens), "do_sample": False,
+                                                      "repetition_penalty": 1.1}}).encode()
+    request = urllib.request.Request(url + "/invocations", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - loopback URL
+            payload = json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        raise DeployError(f"{url}/invocations answered {err.code}: {err.read()[:300]!r}") from None
+    except OSError as err:
+        raise DeployError(f"could not reach the model server at {url} ({err}); is it running? (deploy.start_server)") from None
+    predictions = payload.get("predictions", payload)
+    text = predictions[0] if isinstance(predictions, list) else predictions
+    if isinstance(text, dict):
+        text = text.get("generated_text", "")
+    text = str(text)
+    return text[len(prompt):] if text.startswith(prompt) else text
+
+
+def stop(server: Server, timeout_s: float = 15) -> None:
+    """Stop the server's whole process group (SIGTERM, then SIGKILL if it lingers)."""
+    if server.running:
+        try:
+            os.killpg(server.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            server.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(server.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            server.process.wait(timeout=5)
+    else:
+        # The main process may be gone while a worker of its group lives on.
+        try:
+            os.killpg(server.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if server in _RUNNING:
+        _RUNNING.remove(server)
+
+
+@atexit.register
+def stop_all() -> None:
+    """Stop every server this process started (runs on kernel shutdown)."""
+    for server in list(_RUNNING):
+        stop(server)
