@@ -66,8 +66,10 @@ class Conversion:
         """Samples, documents and tokens per split as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame([{"split": s.split, "documents": s.documents, "samples": s.samples, "tokens": s.tokens,
-                              "path": s.path} for s in self.splits.values()]).set_index("split")
+        rows = [{"split": s.split, "documents": s.documents, "samples": s.samples, "tokens": s.tokens, "path": s.path}
+                for s in self.splits.values()]
+        frame = pd.DataFrame(rows).set_index("split")
+        return frame if self.kind == "tokens" else frame.drop(columns="tokens")
 
 
 # ---------------------------------------------------------------------------------------------- splitting
@@ -439,3 +441,21 @@ def reconcat(cfg: WorkshopConfig, source: str, dataset: str, max_seq_len: int, c
     splits = _write_splits(cfg, dataset, TOKEN_COLUMNS, compression, produce, progress)
     params = {**previous.params, "max_seq_len": max_seq_len, "reconcat_of": source}
     return _finish(cfg, Conversion(dataset, "tokens", params, splits, round(time.perf_counter() - start, 2)))
+
+
+def verify_text_split(cfg: WorkshopConfig, dataset: str, split: str, tokenizer=None) -> list[str]:
+    """Decode a code-corpus split back into documents and compare them with the text files; return mismatched keys.
+
+    An empty list means every file of the split survived tokenizing, concatenating and writing exactly.
+    """
+    conversion = load_conversion(cfg, dataset)
+    if conversion is None or conversion.kind != "tokens":
+        raise FileNotFoundError(f"no 'tokens' dataset {dataset!r} recorded in {cfg.work_dir / 'mds'}: convert it first.")
+    tokenizer = tokenizer or load_tokenizer(cfg)
+    stats = conversion.splits[split]
+    texts = {f"{r.source}/{r.path}": r for r in repos.iter_records(cfg)}
+    docs = split_documents(iter_split_tokens(cfg, dataset, split), tokenizer.eos_token_id)
+    if len(docs) != len(stats.keys):
+        return [f"{len(docs)} documents decoded, {len(stats.keys)} expected"]
+    return [key for key, ids in zip(stats.keys, docs)
+            if key not in texts or tokenizer.decode(ids) != texts[key].read_text()]

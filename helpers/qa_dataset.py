@@ -24,6 +24,7 @@ from helpers.config import WorkshopConfig
 
 EXCLUDED_DIRS = ("tests", "test", "docs", "examples", "scripts", "benchmarks")
 PURPOSE_TEMPLATES = ("What does `{name}` do?", "What is `{name}` for?", "Explain `{name}` in one or two sentences.")
+MAX_ARGS = 8  # documented arguments listed per answer, so answers fit a finetuning sample
 KIND_WORDS = {"class": "class", "function": "function", "method": "method"}
 
 
@@ -141,7 +142,8 @@ def find_definitions(records: Iterable[repos.FileRecord], excluded_dirs: tuple[s
             counts["unparsable files"] += 1
             continue
         counts["python files"] += 1
-        edges.update(_reexports(tree, module, rec.path.endswith("__init__.py")))
+        if rec.path.endswith("__init__.py"):  # a package's re-exports are its public names
+            edges.update(_reexports(tree, module, True))
         for node in tree.body:
             if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
                 continue
@@ -173,7 +175,7 @@ def find_definitions(records: Iterable[repos.FileRecord], excluded_dirs: tuple[s
             best[target] = alias
     for d in found:
         owner, _, member = d.qualname.rpartition(".")
-        if d.kind == "method" and owner in best:
+        if d.kind == "method" and owner in best and best[owner].count(".") < owner.count("."):
             d.public_name = f"{best[owner]}.{member}"
         elif d.qualname in best and best[d.qualname].count(".") < d.qualname.count("."):
             d.public_name = best[d.qualname]
@@ -193,7 +195,9 @@ def questions_for(d: Definition) -> list[dict[str, Any]]:
         args = _arg_docs(d.docstring, set(re.findall(r"\*{0,2}([A-Za-z_][A-Za-z0-9_]*)\s*[:=,)]", d.signature)))
         response = f"`{d.public_name}{d.signature}`"
         if args:
-            response += "\n" + "\n".join(f"- {a}" for a in args)
+            response += "\n" + "\n".join(f"- {a}" for a in args[:MAX_ARGS])
+            if len(args) > MAX_ARGS:
+                response += f"\n- … and {len(args) - MAX_ARGS} more documented arguments"
         out.append({"prompt": f"What arguments does `{d.public_name}` take?", "response": response, **base})
     return out
 

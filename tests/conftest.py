@@ -20,6 +20,8 @@ from helpers.config import REPO_ROOT  # noqa: E402
 # Every notebook in notebooks/ must have an entry (tests/test_notebooks.py checks it).
 SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
     "00_setup.ipynb": {},
+    "01_download_repos.ipynb": {"manifest": "smoke_streaming.yaml"},  # one sdist (~150 files) instead of three
+    "02_convert_to_mds.ipynb": {"qa_max_records": 600, "reconcat_seq_len": 1024},
 }
 
 
