@@ -244,19 +244,20 @@ class _LogView:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Stop the job's whole process group: SIGINT first, then SIGKILL if it does not exit."""
-    for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        if process.poll() is not None:
-            return
+    """Stop the job's whole process group (background children too): SIGINT, then SIGTERM, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            process.poll()  # reap the leader so only live members keep the group alive
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def run_local(spec: dict[str, Any], run_dir: Path, progress: bool = True, tail: int = 15,
