@@ -11,11 +11,13 @@ string columns, the layout LLM Foundry's ``finetuning`` dataloader reads. Output
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -112,31 +114,50 @@ def load_tokenizer(cfg: WorkshopConfig):
 
 
 class _RecordingTokenizer:
-    """Stands in for the tokenizer inside ConcatTokensDataset: counts each document's tokens and keeps the tail.
+    """Stands in for the tokenizer inside ConcatTokensDataset: serves batch-encoded documents, keeps the tail.
 
-    ConcatTokensDataset drops the last partial sample; knowing the stream's tail lets us write it too, so no
-    file text is lost. Literal special-token text in code (a chat template in a string) is tokenized as plain
-    text, so it never turns into a fake end-of-document.
+    * Documents are encoded 64 at a time (one call into the Rust tokenizer per batch is about a quarter
+      faster than one per document) just before ConcatTokensDataset asks for them, in the same order.
+    * ConcatTokensDataset drops the last partial sample; knowing the stream's tail lets us write it too, so no
+      file text is lost.
+    * Literal special-token text in code (a chat template in a string) is tokenized as plain text, so it
+      never turns into a fake end-of-document.
     """
 
-    def __init__(self, tokenizer, frame: list[int], keep: int):
+    def __init__(self, tokenizer, frame: list[int], keep: int, batch: int = 64):
         self._tokenizer = tokenizer
         self._frame = frame  # tokens ConcatTokensDataset adds per document (BOS + EOS)
         self._keep = keep
+        self._batch = batch
+        self._pending: deque[tuple[str, list[int]]] = deque()
         self.doc_tokens: list[int] = []
         self.total = 0
         self.tail: list[int] = []
 
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        # The same call ConcatTokensDataset makes (truncation and padding off), on a batch.
+        return self._tokenizer(texts, truncation=False, padding=False, split_special_tokens=True)["input_ids"]
+
+    def documents(self, texts: Iterable[str]) -> Iterator[dict[str, str]]:
+        """The rows ConcatTokensDataset iterates over, with each batch encoded ahead of being asked for."""
+        iterator = iter(texts)
+        while batch := list(itertools.islice(iterator, self._batch)):
+            self._pending.extend(zip(batch, self._encode(batch)))
+            for text in batch:
+                yield {"text": text}
+
     def __call__(self, text: str, **kwargs: Any):
-        encoded = self._tokenizer(text, split_special_tokens=True, **kwargs)
-        ids = encoded["input_ids"]
+        if self._pending and self._pending[0][0] is text:
+            ids = self._pending.popleft()[1]
+        else:
+            ids = self._encode([text])[0]
         self.doc_tokens.append(len(ids))
         self.total += len(ids) + len(self._frame)
         self.tail.extend(ids)
         self.tail.extend(self._frame)
         if len(self.tail) > 4 * self._keep:
             self.tail = self.tail[-self._keep:]
-        return encoded
+        return {"input_ids": ids}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tokenizer, name)
@@ -147,10 +168,11 @@ def iter_token_samples(texts: Iterable[str], tokenizer, max_seq_len: int, keep_t
     """``{'tokens': int32 array}`` samples of ``max_seq_len`` from texts joined by EOS (LLM Foundry's ConcatTokensDataset)."""
     from llmfoundry.data import ConcatTokensDataset
 
-    dataset = ConcatTokensDataset(hf_dataset=({"text": t} for t in texts), tokenizer=tokenizer,  # type: ignore[arg-type]
+    dataset = ConcatTokensDataset(hf_dataset=[], tokenizer=tokenizer,  # type: ignore[arg-type]
                                   max_length=max_seq_len, bos_text="", eos_text=tokenizer.eos_token, no_wrap=False)
     recorder = _RecordingTokenizer(tokenizer, dataset.bos_tokens + dataset.eos_tokens, max_seq_len)
     dataset.tokenizer = recorder
+    dataset.hf_dataset = recorder.documents(texts)  # type: ignore[assignment]
     emitted = 0
     for sample in dataset:
         emitted += len(sample["tokens"])
