@@ -131,6 +131,7 @@ def perplexity(model_path: str | Path, cfg: WorkshopConfig, split: str = "test",
                max_samples: int = 64, batch_size: int = 8, data_name: str = DATA_NAME,
                progress: bool = True) -> float:
     """exp(mean next-token loss) of a Hugging Face model on the first ``max_samples`` samples of an MDS split."""
+    import numpy as np
     import torch
     from streaming import StreamingDataset
     from tqdm.auto import tqdm
@@ -149,7 +150,7 @@ def perplexity(model_path: str | Path, cfg: WorkshopConfig, split: str = "test",
     total_nll, total_tokens = 0.0, 0
     with torch.no_grad():
         for start in tqdm(range(0, count, batch_size), desc=f"perplexity on {split}", disable=not progress):
-            rows = [torch.as_tensor(dataset[i]["tokens"][:max_seq_len], dtype=torch.long)
+            rows = [torch.tensor(np.asarray(dataset[i]["tokens"][:max_seq_len], dtype=np.int64))
                     for i in range(start, min(start + batch_size, count))]
             ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0)
             mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
