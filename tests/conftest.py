@@ -22,6 +22,10 @@ SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
     "00_setup.ipynb": {},
     "01_download_repos.ipynb": {"manifest": "smoke_streaming.yaml"},  # one sdist (~150 files) instead of three
     "02_convert_to_mds.ipynb": {"qa_max_records": 600, "reconcat_seq_len": 1024},
+    # three optimizer steps of 2 x 64 tokens (~1 min); scoring 8 test samples before and after
+    "03_finetune.ipynb": {"max_batches": 3, "batch_size": 2, "max_seq_len": 64, "eval_interval": 3, "eval_batches": 1,
+                          "perplexity_samples": 8},
+    "04_convert_to_hf.ipynb": {"max_new_tokens": 12},
 }
 
 
