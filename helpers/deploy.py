@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from helpers.config import WorkshopConfig
 
@@ -254,3 +255,21 @@ def stop_all() -> None:
     """Stop every server this process started (runs on kernel shutdown)."""
     for server in list(_RUNNING):
         stop(server)
+
+
+def deploy_platform(cfg: WorkshopConfig, name: str, hf_folder: str) -> Any:
+    """Create the platform deployment of ``mcli_yamls/deploy_llm.yaml`` with the ``mcli`` SDK (backend 'mcli').
+
+    ``hf_folder`` is the Hugging Face folder in the object store (e.g. ``s3://bucket/workshop/models/finetuned``).
+    The API token is read from MOSAICML_API_TOKEN by the SDK and never printed.
+    """
+    from helpers import runs
+
+    if cfg.backend != "mcli":
+        raise DeployError("deploy_platform needs backend='mcli'; locally use start_server (as 05_deploy.ipynb does).")
+    if not os.environ.get(runs.TOKEN_VARIABLE):
+        raise DeployError(f"{runs.TOKEN_VARIABLE} is not set: export it before starting Jupyter (see `mcli config`).")
+    from mcli import InferenceDeploymentConfig, create_inference_deployment
+
+    spec = runs.render("deploy_llm.yaml", runs.workshop_values(cfg, name, HF_OUTPUT_FOLDER=hf_folder))
+    return create_inference_deployment(InferenceDeploymentConfig.from_dict(spec))

@@ -1,0 +1,67 @@
+"""Step 6 evaluation: the evaluation set is well-formed and honest, and the metrics compute what they claim."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from helpers import evaluate, qa, repos
+from helpers.config import load_config
+from tests.test_qa import DOWNLOADER
+
+
+def test_eval_set_has_enough_hand_written_questions_that_do_not_name_the_code() -> None:
+    questions = evaluate.load_eval_set()
+    assert len(questions) >= 30
+    for q in questions:
+        # Identifier-like keywords (CamelCase or snake_case) must not appear in the question itself.
+        named = [k for k in q.keywords if re.search(r"[a-z][A-Z]|_", k) and k.lower() in q.question.lower()]
+        assert not named, f"{q.question!r} names {named}"
+        assert all(not f.startswith("/") and ".." not in f for f in q.files)
+
+
+def test_malformed_eval_file_names_the_entry(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hand:\n  - question: What?\n    files: []\n    keywords: [x]\n")
+    with pytest.raises(ValueError, match=r"hand\[0\].*files"):
+        evaluate.load_eval_set(bad)
+
+
+def test_docstring_questions_and_checks() -> None:
+    chunks = qa.chunk_file("tiny", "tiny/download.py", DOWNLOADER)
+    generated = evaluate.docstring_questions(chunks, n=10, seed=1)
+    names = {q.keywords[0] for q in generated}
+    assert names == {"ShardDownloader", "download", "evict", "merge_index_files"}
+    for q in generated:
+        assert q.origin == "docstring" and q.files == ["tiny/download.py"]
+        assert q.keywords[0].lower() not in q.question.lower()
+    assert evaluate.check_eval_set(generated, chunks) == []
+    wrong = [evaluate.EvalQuestion("q", ["tiny/download.py"], ["NoSuchName"]),
+             evaluate.EvalQuestion("q", ["other.py"], ["x"])]
+    problems = evaluate.check_eval_set(wrong, chunks)
+    assert len(problems) == 2 and "NoSuchName" in problems[0] and "not in the index" in problems[1]
+
+
+def test_recall_and_mrr_arithmetic() -> None:
+    rows = pd.DataFrame({"mode": ["dense"] * 4, "origin": ["hand"] * 4, "question": list("abcd"),
+                         "rank": [1, 3, None, 6], "ms": [1.0, 2.0, 3.0, 4.0]})
+    s = evaluate.retrieval_summary(rows, ks=(1, 5)).loc[("dense", "hand")]
+    assert s["recall@1"] == 0.25 and s["recall@5"] == 0.5
+    assert s["MRR"] == pytest.approx(round((1 + 1 / 3 + 0 + 1 / 6) / 4, 3))
+    assert evaluate.contains_keyword("uses `CutMix` here", ["cutmix"]) and not evaluate.contains_keyword("x", ["y"])
+
+
+@pytest.mark.slow
+def test_eval_set_matches_the_corpus(series_runner, work_dir) -> None:
+    """Every hand-written question's files exist in step 1's output and hold one of its keywords."""
+    series_runner.run("01_download_repos.ipynb")
+    cfg = load_config(work_dir=str(work_dir))
+    records = list(repos.iter_records(cfg))
+    present = {r.path for r in records}
+    questions = [q for q in evaluate.load_eval_set() if q.files[0] in present]
+    assert questions, "no evaluation question is about the corpus step 1 produced"
+    chunks = [c for r in records if r.path in {f for q in questions for f in q.files}
+              for c in qa.chunk_file(r.source, r.path, r.read_text())]
+    assert evaluate.check_eval_set(questions, chunks) == []
