@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup workshop test bench app clean lock
+.PHONY: setup workshop test app clean lock
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ workshop: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Serve the QA panel (notebook 07) as a web app with Voilà on http://127.0.0.1:$(PORT)/
+PORT ?= 8866
+app: setup
+	$(PY) -m helpers.app --port $(PORT)
 
 # Rebuild requirements.lock from requirements.in (needs network and uv: pip install uv).
 lock:

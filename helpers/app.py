@@ -1,0 +1,80 @@
+"""The QA panel as a standalone web app: Voilà serves ``07_qa_panel.ipynb`` showing only the panel.
+
+``python -m helpers.app`` (``make app``) first makes sure the panel has what it needs — the generator, the
+flattened sources and the search index, built on the embedded defaults when missing — printing progress in the
+terminal, so the browser never waits on a blank page. Then it serves the notebook on loopback until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from helpers import models, qa, repos, services
+from helpers.config import WorkshopConfig, load_config
+from helpers.series import NOTEBOOKS_DIR
+
+APP_NOTEBOOK = NOTEBOOKS_DIR / "07_qa_panel.ipynb"
+DEFAULT_PORT = 8866
+
+
+def prepare(cfg: WorkshopConfig, progress: bool = True) -> None:
+    """Build whatever the panel needs and is missing: generator folder, step-1 sources, search index."""
+    print("1/3 generator model …", flush=True)
+    models.prepare_generator(cfg, progress=progress)
+    print("2/3 corpus (step 1) …", flush=True)
+    if not repos.completed_sources(cfg):
+        repos.download_sources(cfg, progress=progress)
+    print("3/3 search index (step 6; only new or changed files are embedded) …", flush=True)
+    qa.build_index(cfg, progress=progress)
+
+
+def kernel_environment(cfg: WorkshopConfig) -> dict[str, str]:
+    """The WORKSHOP_* variables that make the app's notebook kernel see this configuration."""
+    return {"WORKSHOP_WORK_DIR": str(cfg.work_dir), "WORKSHOP_STORAGE_ROOT": cfg.storage_root,
+            "WORKSHOP_MANIFEST": str(cfg.manifest_path), "WORKSHOP_GENERATOR_MODEL": cfg.generator_model,
+            "WORKSHOP_EMBEDDING_MODEL": cfg.embedding_model, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def serve(cfg: WorkshopConfig, port: int = DEFAULT_PORT, timeout_s: float = 120) -> services.Service:
+    """Start Voilà on 127.0.0.1:``port`` serving the panel notebook; returns once the server answers."""
+    if not APP_NOTEBOOK.is_file():
+        raise services.ServiceError(f"{APP_NOTEBOOK} is missing: the app serves the step-7 notebook.")
+    cmd = [sys.executable, "-m", "voila", str(APP_NOTEBOOK), "--no-browser", f"--port={port}",
+           "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--strip_sources=True", "--show_tracebacks=False",
+           "--TemplateExporter.exclude_markdown=True",  # the notebook's prose stays in JupyterLab; the page is the panel
+           f"--Voila.root_dir={NOTEBOOKS_DIR}"]
+    return services.start("Voilà app", cmd, port, "/voila/static/favicon.ico", cfg.work_dir / "app" / f"voila-{port}.log",
+                          env=kernel_environment(cfg), timeout_s=timeout_s, cwd=NOTEBOOKS_DIR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the code-base QA panel as a web app (Voilà, loopback).")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    parser.add_argument("--work-dir", default="", help="the series' work folder (default: WORKSHOP_WORK_DIR or workdir/)")
+    parser.add_argument("--manifest", default="", help="corpus manifest used when the corpus must be built")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(work_dir=args.work_dir, manifest=args.manifest)
+        services.check_port(args.port)
+        prepare(cfg)
+        app = serve(cfg, args.port)
+    except (ValueError, RuntimeError, LookupError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"\nThe QA panel is at {app.url}/  (Ctrl-C stops it; log: {app.log})", flush=True)
+    try:
+        while app.running:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping …")
+    finally:
+        services.stop(app)
+    return 0 if not app.running else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
