@@ -26,6 +26,10 @@ SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
     "03_finetune.ipynb": {"max_batches": 3, "batch_size": 2, "max_seq_len": 64, "eval_interval": 3, "eval_batches": 1,
                           "perplexity_samples": 8},
     "04_convert_to_hf.ipynb": {"max_new_tokens": 12},
+    "05_deploy.ipynb": {"port": 0, "max_new_tokens": 12},  # a free loopback port; the server is stopped at the end
+    # index 40 files (~1/4 of the smoke corpus); answer evaluation on 3 questions x 2-3 settings
+    "06_retrieval_qa.ipynb": {"max_files": 40, "docstring_questions": 8, "answer_questions": 3, "max_new_tokens": 24},
+    "07_qa_panel.ipynb": {"check_question": "How are shards written to disk?", "max_new_tokens": 16},
 }
 
 
