@@ -9,10 +9,8 @@ and latency.
 
 from __future__ import annotations
 
-import ast
 import random
 import re
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +55,6 @@ def load_eval_set(path: Path = EVAL_SET) -> list[EvalQuestion]:
     return out
 
 
-def _summary(doc: str) -> str:
-    first = doc.strip().split("\n\n")[0]
-    first = " ".join(first.split())
-    match = re.match(r"(.+?[.!?])(\s|$)", first)
-    return (match.group(1) if match else first).rstrip(".")
-
-
 def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
     """``n`` questions made from public functions' and classes' docstring summaries (the name is the keyword)."""
     candidates = []
@@ -73,12 +64,7 @@ def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17)
         name = c.symbol.split(".")[-1]
         if name.startswith("_") or c.path.endswith("__init__.py"):
             continue
-        try:
-            node = ast.parse(textwrap.dedent(c.text)).body[0]
-            doc = ast.get_docstring(node) or ""
-        except (SyntaxError, IndexError, TypeError):
-            continue
-        summary = _summary(doc)
+        summary = qa.docstring_summary(c)
         words = summary.split()
         if not (6 <= len(words) <= 30) or name.lower() in summary.lower() or summary.lower().startswith(("see ", "deprecated")):
             continue

@@ -520,7 +520,7 @@ def model_choices(cfg: WorkshopConfig) -> dict[str, str]:
 class LocalGenerator:
     """The generator in this process: greedy decoding with a KV cache, optionally int8-quantized Linear layers."""
 
-    def __init__(self, folder: str, quantize: bool = True, threads: int | None = None):
+    def __init__(self, folder: str, quantize: bool = False, threads: int | None = None, dtype: str = "float32"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -528,12 +528,12 @@ class LocalGenerator:
             torch.set_num_threads(threads)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=getattr(torch, dtype))
         except (OSError, ValueError) as err:
             raise QAError(f"the model folder {folder} does not load ({err}); prepare it again (00_setup / 04).") from None
         model.eval()
         if quantize:
-            # Dynamic int8 quantization of the Linear layers: about 2x faster greedy decoding on CPU.
+            # Dynamic int8 Linear layers: faster, but a 135M model's answers turn to noise (measured in step 6).
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model
         self.folder = folder
@@ -548,7 +548,7 @@ class LocalGenerator:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text + answer_prefix
 
-    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
+    def stream(self, prompt: str, max_new_tokens: int = 64, min_new_tokens: int = 0) -> Iterator[str]:
         """Yield decoded text pieces as the model produces them (generation runs in a background thread)."""
         import torch
         from transformers import TextIteratorStreamer
@@ -561,6 +561,7 @@ class LocalGenerator:
             try:
                 with self._lock, torch.inference_mode():
                     self.model.generate(**inputs, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=False,
+                                        min_new_tokens=min_new_tokens or None,
                                         repetition_penalty=1.1, pad_token_id=self.tokenizer.pad_token_id)
             except BaseException as err:  # surfaced in the caller's thread below
                 errors.append(err)
@@ -587,7 +588,7 @@ class EndpointGenerator:
     count_tokens = LocalGenerator.count_tokens
     render = LocalGenerator.render
 
-    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
+    def stream(self, prompt: str, max_new_tokens: int = 64, min_new_tokens: int = 0) -> Iterator[str]:
         from helpers import deploy
 
         yield deploy.query(self.url, prompt, max_new_tokens=max_new_tokens)
@@ -596,7 +597,8 @@ class EndpointGenerator:
 _GENERATORS: dict[tuple, Any] = {}
 
 
-def generator(cfg: WorkshopConfig, choice: str = "base", endpoint_url: str = "", quantize: bool = True):
+def generator(cfg: WorkshopConfig, choice: str = "base", endpoint_url: str = "", quantize: bool = False,
+              dtype: str = "float32"):
     """A cached generator: 'base' (the embedded model), 'finetuned' (step 4) or 'endpoint' (step 5's server)."""
     from helpers import deploy, models
 
@@ -611,9 +613,9 @@ def generator(cfg: WorkshopConfig, choice: str = "base", endpoint_url: str = "",
         folder = deploy.model_folder(cfg, choice)
     except deploy.DeployError as err:
         raise QAError(str(err)) from None
-    key = ("local", folder, quantize)
+    key = ("local", folder, quantize, dtype)
     if key not in _GENERATORS:
-        _GENERATORS[key] = LocalGenerator(folder, quantize=quantize)
+        _GENERATORS[key] = LocalGenerator(folder, quantize=quantize, dtype=dtype)
     return _GENERATORS[key]
 
 
@@ -651,13 +653,34 @@ def build_messages(question: str, hits: list[Hit], tokenizer: Any, context_token
             {"role": "user", "content": f"Code excerpts:\n{context}\n\nQuestion: {question}"}]
 
 
+def docstring_summary(chunk: Chunk) -> str:
+    """The first sentence of a Python chunk's docstring (function, class or module), or ''."""
+    import textwrap
+
+    if not chunk.path.endswith(".py") or chunk.symbol.endswith("(continued)"):
+        return ""
+    try:
+        tree = ast.parse(textwrap.dedent(chunk.text))
+    except (SyntaxError, ValueError):
+        return ""
+    node = tree.body[0] if chunk.kind in ("function", "class") and tree.body else tree
+    try:
+        doc = ast.get_docstring(node) or ""
+    except TypeError:
+        return ""
+    first = " ".join(doc.strip().split("\n\n")[0].split())
+    match = re.match(r"(.+?[.!?])(\s|$)", first)
+    return (match.group(1) if match else first).rstrip(".")
+
+
 def lead_sentence(hits: list[Hit]) -> str:
-    """The symbol-first answer opening: the best-matching symbol and where it is, taken from retrieval."""
+    """The symbol-first opening: the best-matching symbol, its location and docstring summary, from retrieval."""
     if not hits:
         return ""
     c = hits[0].chunk
-    name = c.symbol if c.kind in ("function", "class", "module") else c.path
-    return f"`{name}` in {c.path}:{c.start_line}: "
+    name = c.symbol.removesuffix(" (continued)")
+    summary = docstring_summary(c)
+    return f"`{name}` in {c.path}:{c.start_line}" + (f": {summary}." if summary else ".") + "\n"
 
 
 @dataclass
