@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -100,8 +99,10 @@ def package_model(cfg: WorkshopConfig, folder: str, name: str = "") -> Path:
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
-    """True when nothing listens on ``host:port`` (checked by binding it briefly)."""
+    """True when nothing listens on ``host:port`` (checked by binding it briefly, as the server will)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like uvicorn, allow reuse of a port whose old connections linger in TIME_WAIT; a listener still blocks.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -177,7 +178,7 @@ def start_server(model_dir: str | Path, port: int = DEFAULT_PORT, log_dir: Path 
            "--env-manager", "local", "-w", "1", "-t", "300"]
     start = time.perf_counter()
     with open(log, "w") as fh:
-        # A new session makes the server and its uvicorn worker one process group, stopped together.
+        # Its own session: a Ctrl-C in the kernel does not reach it; stop() ends it and all its children.
         process = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     server = Server(f"http://{host}:{port}", process, log, str(model_dir))
     _RUNNING.append(server)
@@ -226,26 +227,30 @@ def query(server_or_url: Server | str, prompt: str, max_new_tokens: int = 64, ti
 
 
 def stop(server: Server, timeout_s: float = 15) -> None:
-    """Stop the server's whole process group (SIGTERM, then SIGKILL if it lingers)."""
-    if server.running:
+    """Stop the server and every process it started (SIGTERM, then SIGKILL for any that linger)."""
+    import psutil
+
+    try:
+        root = psutil.Process(server.process.pid)
+        procs = [root, *root.children(recursive=True)]  # mlflow's CLI, bash, uvicorn and its worker
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
         try:
-            os.killpg(server.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
+            p.terminate()
+        except psutil.NoSuchProcess:
             pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for p in alive:
         try:
-            server.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(server.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            server.process.wait(timeout=5)
-    else:
-        # The main process may be gone while a worker of its group lives on.
-        try:
-            os.killpg(server.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            p.kill()
+        except psutil.NoSuchProcess:
             pass
+    psutil.wait_procs(alive, timeout=5)
+    try:
+        server.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
     if server in _RUNNING:
         _RUNNING.remove(server)
 
