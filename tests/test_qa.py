@@ -220,3 +220,21 @@ def test_messages_fit_the_context_budget(built) -> None:
     assert "[1] " + hits[0].chunk.citation in user and user.endswith("Question: How is a shard downloaded?")
     assert len(tokenizer(user).input_ids) < 120 + 80
     assert qa.lead_sentence(hits).startswith(f"`{hits[0].chunk.symbol}` in {hits[0].chunk.citation}")
+
+
+def test_ask_handles_bad_questions_and_an_empty_index(built) -> None:
+    import faiss
+
+    cfg, _, _ = built
+    gen = qa.generator(cfg, "base")
+    index = qa.CodeIndex.load(cfg)
+    for bad in ["", "  \n ", "why " * 2000, None]:
+        answer = qa.ask(index, gen, bad)
+        assert answer.error and not answer.text and not answer.hits
+    empty = qa.CodeIndex(cfg, [], faiss.IndexFlatIP(384))
+    assert "index is empty" in qa.ask(empty, gen, "What downloads shards?").error
+    good = qa.ask(index, gen, "How is a shard file downloaded from the bucket?", max_new_tokens=12)
+    assert not good.error and good.model_text and good.sources[0].startswith("tiny/download.py:")
+    assert good.text.startswith(qa.lead_sentence(good.hits).strip())
+    plain = qa.ask(index, gen, "How is a shard file downloaded from the bucket?", max_new_tokens=12, answer_format="plain")
+    assert plain.text == plain.model_text
