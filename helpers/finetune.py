@@ -9,6 +9,7 @@ whether the model now finds the code base less surprising; the MLflow store hold
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from helpers import runs
 from helpers.config import WorkshopConfig
 
 FINETUNE_YAML = "finetune/finetune_composer_codebase.yaml"
+QA_YAML = "finetune/finetune_qa.yaml"      # instruction tuning on step 2's prompt/response pairs
 DATA_NAME = "codebase"
+QA_DATA_NAME = "codebase_qa"
 SPLITS = ("train", "validation", "test")
 EXPERIMENT = "codebase-qa-workshop"
 DEFAULT_RUN_NAME = "finetune-composer-codebase"
@@ -31,9 +34,9 @@ class DataNotReady(FileNotFoundError):
 class LocalTraining:
     """The CPU-sized knobs of a local run (the yaml's own values are sized for 8 GPUs)."""
 
-    max_batches: int = 40          # optimizer steps
+    max_batches: int = 30          # optimizer steps
     batch_size: int = 4            # samples per step
-    max_seq_len: int = 256         # tokens per sample (<= the MDS sample length)
+    max_seq_len: int = 128         # tokens per sample (<= the MDS sample length)
     lr: float = 1e-4
     eval_batches: int = 4          # validation batches per evaluation
     eval_interval: int = 10        # evaluate every this many steps
@@ -64,7 +67,7 @@ def checkpoint_folder(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> 
 
 
 def local_overrides(cfg: WorkshopConfig, model_path: str, knobs: LocalTraining, run_name: str,
-                    data_name: str = DATA_NAME) -> dict[str, Any]:
+                    data_name: str = DATA_NAME, yaml: str = FINETUNE_YAML) -> dict[str, Any]:
     """Dotted overrides that turn the 8-GPU yaml into a CPU run of a few minutes."""
     seq = knobs.max_seq_len
     o: dict[str, Any] = {
@@ -88,12 +91,16 @@ def local_overrides(cfg: WorkshopConfig, model_path: str, knobs: LocalTraining, 
         "parameters.save_weights_only": True,    # 0.5 GB of weights instead of 1.6 GB with optimizer state
         "parameters.callbacks.speed_monitor.window_size": 5,
     }
+    loaders = runs.load_spec(yaml)["parameters"]
     for loader in ("train_loader", "eval_loader"):
         o[f"parameters.{loader}.num_workers"] = 0       # no worker processes on a 2-core laptop
         o[f"parameters.{loader}.prefetch_factor"] = None  # (these two only mean something with workers)
         o[f"parameters.{loader}.persistent_workers"] = False
         o[f"parameters.{loader}.dataset.max_seq_len"] = seq
-        if cfg.is_remote:   # stream from the bucket into a cache inside the work folder
+        if loaders[loader]["name"] == "finetuning":  # this loader streams from `remote` into a fresh cache
+            o[f"parameters.{loader}.dataset.local"] = str(cfg.work_dir / "cache" / "mds" / data_name / run_name)
+            o[f"parameters.{loader}.dataset.packing_ratio"] = runs.DELETE  # packing profiles batches: slow on CPU
+        elif cfg.is_remote:  # stream from the bucket into a cache inside the work folder
             o[f"parameters.{loader}.dataset.local"] = str(cfg.work_dir / "cache" / "mds" / data_name)
         else:               # the data is already on this disk: read it in place
             o[f"parameters.{loader}.dataset.local"] = cfg.storage_path("mds", data_name)
@@ -103,15 +110,16 @@ def local_overrides(cfg: WorkshopConfig, model_path: str, knobs: LocalTraining, 
 
 def train(cfg: WorkshopConfig, model_path: str, knobs: LocalTraining | None = None,
           run_name: str = DEFAULT_RUN_NAME, data_name: str = DATA_NAME, progress: bool = True,
-          **submit_kwargs: Any) -> runs.RunResult:
+          yaml: str = FINETUNE_YAML, **submit_kwargs: Any) -> runs.RunResult:
     """Run the finetuning yaml on ``cfg.backend``: locally with CPU-sized ``knobs``, or as written on the platform."""
     values = {"DATA_NAME_MDS": data_name, "MODEL_NAME": model_path if cfg.backend == "local" else None}
     values = {k: v for k, v in values.items() if v is not None}
     overrides: dict[str, Any] = {}
     if cfg.backend == "local":
         check_data(cfg, data_name)
-        overrides = local_overrides(cfg, model_path, knobs or LocalTraining(), run_name, data_name)
-    return runs.run(FINETUNE_YAML, cfg, run_name, values=values, overrides=overrides, progress=progress,
+        overrides = local_overrides(cfg, model_path, knobs or LocalTraining(), run_name, data_name, yaml)
+        shutil.rmtree(cfg.work_dir / "cache" / "mds" / data_name / run_name, ignore_errors=True)
+    return runs.run(yaml, cfg, run_name, values=values, overrides=overrides, progress=progress,
                     **submit_kwargs)
 
 
@@ -190,9 +198,14 @@ def run_metrics(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> dict[s
             for key in run.data.metrics}
 
 
-def throughput(result: runs.RunResult, knobs: LocalTraining) -> dict[str, float]:
-    """Wall time and training tokens per second of a finished local run (start-up included in wall time)."""
-    return {"wall_s": result.seconds, "tokens": knobs.tokens, "tokens_per_s": knobs.tokens / result.seconds}
+def throughput(result: runs.RunResult, knobs: LocalTraining,
+               metrics: dict[str, list[tuple[int, float]]] | None = None) -> dict[str, float]:
+    """Wall time and tokens/second of a finished local run: overall, and during training steps (speed_monitor)."""
+    speed = {"wall_s": result.seconds, "tokens": knobs.tokens, "tokens_per_s": knobs.tokens / result.seconds}
+    steady = [value for _, value in (metrics or {}).get("throughput/tokens_per_sec", [])]
+    if steady:
+        speed["train_tokens_per_s"] = sum(steady) / len(steady)
+    return speed
 
 
 def plot_metrics(metrics: dict[str, list[tuple[int, float]]]):

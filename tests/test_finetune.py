@@ -75,8 +75,8 @@ def test_local_training_writes_a_checkpoint_and_mlflow_metrics(tiny_cfg, tiny_ru
     assert metrics["metrics/eval/LanguagePerplexity"], "no validation perplexity was logged"
     figure = finetune.plot_metrics(metrics)
     assert len(figure.axes) == 2 and figure.axes[0].lines[0].get_xydata().shape == (3, 2)
-    speed = finetune.throughput(tiny_run, TINY)
-    assert speed["tokens"] == 3 * 2 * 64 and speed["tokens_per_s"] > 0
+    speed = finetune.throughput(tiny_run, TINY, metrics)
+    assert speed["tokens"] == 3 * 2 * 64 and 0 < speed["tokens_per_s"] < speed["train_tokens_per_s"]
 
 
 def test_perplexity_of_the_base_model_on_code(tiny_cfg) -> None:
