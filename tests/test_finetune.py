@@ -94,3 +94,19 @@ def test_missing_data_stops_before_training(tmp_path) -> None:
     assert not (cfg.runs_dir / "never").exists()
     with pytest.raises(finetune.DataNotReady, match="index.json"):
         finetune.perplexity("unused-model-path", cfg)
+
+
+def test_cpu_profile_for_the_qa_yaml_streams_into_a_fresh_cache(tmp_path) -> None:
+    cfg = load_config(work_dir=tmp_path / "work")
+    overrides = finetune.local_overrides(cfg, "/models/smol", TINY, "qa-run", finetune.QA_DATA_NAME, finetune.QA_YAML)
+    from helpers import runs
+
+    spec = runs.render(finetune.QA_YAML, {**runs.workshop_values(cfg, "qa-run"), "MODEL_NAME": "/models/smol",
+                                          "DATA_NAME_MDS": finetune.QA_DATA_NAME}, overrides, backend="local")
+    dataset = spec["parameters"]["train_loader"]["dataset"]
+    assert spec["parameters"]["train_loader"]["name"] == "finetuning"
+    assert dataset["remote"] == cfg.storage_path("mds", "codebase_qa")
+    assert dataset["local"] == str(cfg.work_dir / "cache" / "mds" / "codebase_qa" / "qa-run")
+    assert "packing_ratio" not in dataset and dataset["max_seq_len"] == TINY.max_seq_len
+    assert spec["parameters"]["precision"] == "fp32" and "fsdp_config" not in spec["parameters"]
+    assert spec["compute"]["cluster"] == "<CLUSTER>", "a local run leaves the platform fields alone"
