@@ -99,14 +99,23 @@ def convert(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME, checkpoint: s
         values = {"CHECKPOINT_PATH": str(checkpoint or checkpoint_folder(cfg, run_name) + "/latest-rank0.pt"),
                   "HF_OUTPUT_FOLDER": target}
         return runs.run(CONVERT_YAML, cfg, f"convert-{run_name}", values=values, progress=progress)
-    if checkpoint is None and cfg.is_remote:
-        from composer.utils import get_file
+    return composer_to_hf(checkpoint or local_checkpoint(cfg, run_name), output, progress)
 
-        local = cfg.work_dir / "cache" / "checkpoints" / run_name / "latest-rank0.pt"
-        local.parent.mkdir(parents=True, exist_ok=True)
-        get_file(checkpoint_folder(cfg, run_name) + "/latest-rank0.pt", str(local), overwrite=True)
-        checkpoint = local
-    return composer_to_hf(checkpoint or latest_checkpoint(checkpoint_folder(cfg, run_name)), output, progress)
+
+def local_checkpoint(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> Path:
+    """The run's latest checkpoint as a local file, downloaded into the work folder when storage is remote."""
+    if not cfg.is_remote:
+        return latest_checkpoint(checkpoint_folder(cfg, run_name))
+    from composer.utils import get_file
+
+    remote = checkpoint_folder(cfg, run_name) + "/latest-rank0.pt"
+    local = cfg.work_dir / "cache" / "checkpoints" / run_name / "latest-rank0.pt"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        get_file(remote, str(local), overwrite=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no Composer checkpoint at {remote}: run notebooks/03_finetune.ipynb first") from None
+    return local
 
 
 def generate(model_path: str | Path, questions: tuple[str, ...] | list[str] = QUESTIONS,

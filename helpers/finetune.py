@@ -35,7 +35,7 @@ class LocalTraining:
     """The CPU-sized knobs of a local run (the yaml's own values are sized for 8 GPUs)."""
 
     max_batches: int = 30          # optimizer steps
-    batch_size: int = 4            # samples per step
+    batch_size: int = 2            # samples per step
     max_seq_len: int = 128         # tokens per sample (<= the MDS sample length)
     lr: float = 1e-4
     eval_batches: int = 4          # validation batches per evaluation
@@ -177,7 +177,7 @@ def finetuned_perplexity(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME, 
     from helpers import convert  # (convert builds on this module)
 
     scratch = cfg.runs_dir / run_name / "hf-eval"
-    convert.composer_to_hf(latest_checkpoint(checkpoint_folder(cfg, run_name)), scratch, progress=False)
+    convert.composer_to_hf(convert.local_checkpoint(cfg, run_name), scratch, progress=False)
     return perplexity(scratch, cfg, **kwargs)
 
 
