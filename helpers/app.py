@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from helpers import models, qa, repos, services
 from helpers.config import WorkshopConfig, load_config

@@ -2,25 +2,21 @@
 
 The model folder is packaged once as an MLflow ``transformers`` model (text-generation), then ``mlflow models
 serve`` runs it as a separate process on 127.0.0.1. ``start_server`` waits for the server's health route,
-``query`` posts a prompt to ``/invocations``, and ``stop`` ends the process group; servers still running when the
-Python process exits are stopped too (atexit), so closing the notebook's kernel leaves nothing behind.
+``query`` posts a prompt to ``/invocations``, and ``stop`` ends the server with its workers; servers still running
+when the Python process exits are stopped too (helpers.services), so closing the kernel leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib.metadata
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers import services
 from helpers.config import WorkshopConfig
 
 HOST = "127.0.0.1"
@@ -29,7 +25,7 @@ READY_MARKER = ".workshop-ready.json"
 MODEL_CHOICES = ("base", "finetuned", "auto")
 
 
-class DeployError(RuntimeError):
+class DeployError(services.ServiceError):
     """The model cannot be packaged or served; the message names the folder, port or log and the fix."""
 
 
@@ -98,108 +94,36 @@ def package_model(cfg: WorkshopConfig, folder: str, name: str = "") -> Path:
     return out
 
 
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """True when nothing listens on ``host:port`` (checked by binding it briefly, as the server will)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Like uvicorn, allow reuse of a port whose old connections linger in TIME_WAIT; a listener still blocks.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = HOST) -> int:
-    """A port the operating system says is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A running ``mlflow models serve`` process: its URL, process and log file."""
-
-    url: str
-    process: subprocess.Popen
-    log: Path
-    model_uri: str
-    started_s: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-_RUNNING: list[Server] = []
-
-
-def _get(url: str, timeout: float = 2.0) -> int:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL built here
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except OSError:
-        return 0
+# The server is one of the workshop's loopback services: started, health-checked and stopped by helpers.services.
+port_is_free = services.port_is_free
+free_port = services.free_port
+Server = services.Service
 
 
 def start_server(model_dir: str | Path, port: int = DEFAULT_PORT, log_dir: Path | None = None,
                  timeout_s: float = 300, host: str = HOST) -> Server:
     """Serve an MLflow model folder with ``mlflow models serve`` on loopback and wait until it answers /health."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise DeployError(f"host {host!r}: the workshop serves on loopback only (127.0.0.1).")
     model_dir = Path(model_dir)
     if not (model_dir / "MLmodel").is_file():
         raise DeployError(f"{model_dir} is not an MLflow model (no MLmodel file): package it with "
                           "deploy.package_model(cfg, folder) first.")
-    if not port_is_free(port, host):
-        raise DeployError(f"port {port} on {host} is already in use (another server?): stop it, or pass a "
-                          f"different port, e.g. port={free_port(host)}.")
-    log_dir = log_dir or model_dir.parent
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"mlflow-serve-{port}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "MLFLOW_DISABLE_ENV_CREATION": "true",
            # mlflow starts `uvicorn` by name: put this environment's scripts first on PATH.
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir), "-h", host, "-p", str(port),
            "--env-manager", "local", "-w", "1", "-t", "300"]
-    start = time.perf_counter()
-    with open(log, "w") as fh:
-        # Its own session: a Ctrl-C in the kernel does not reach it; stop() ends it and all its children.
-        process = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    server = Server(f"http://{host}:{port}", process, log, str(model_dir))
-    _RUNNING.append(server)
-    while time.perf_counter() - start < timeout_s:
-        if not server.running:
-            tail = server.log_tail()
-            stop(server)
-            hint = " (the port was taken meanwhile)" if "address already in use" in tail.lower() else ""
-            raise DeployError(f"the model server exited during start-up{hint}; its log {log} ends with:\n{tail}")
-        if _get(server.url + "/health") == 200:
-            server.started_s = time.perf_counter() - start
-            return server
-        time.sleep(0.5)
-    stop(server)
-    raise DeployError(f"the model server did not answer {server.url}/health within {timeout_s:.0f} s; see {log}.")
+    log = (log_dir or model_dir.parent) / f"mlflow-serve-{port}.log"
+    try:
+        return services.start("model server", cmd, port, "/health", log, env=env, timeout_s=timeout_s, host=host)
+    except services.ServiceError as err:
+        raise DeployError(str(err)) from None
 
 
 def health(server_or_url: Server | str) -> bool:
     """True when the server's /health route answers 200."""
     url = server_or_url.url if isinstance(server_or_url, Server) else server_or_url.rstrip("/")
-    return _get(url + "/health") == 200
+    return services.http_status(url + "/health") == 200
 
 
 def query(server_or_url: Server | str, prompt: str, max_new_tokens: int = 64, timeout_s: float = 300) -> str:
@@ -227,39 +151,8 @@ def query(server_or_url: Server | str, prompt: str, max_new_tokens: int = 64, ti
 
 
 def stop(server: Server, timeout_s: float = 15) -> None:
-    """Stop the server and every process it started (SIGTERM, then SIGKILL for any that linger)."""
-    import psutil
-
-    try:
-        root = psutil.Process(server.process.pid)
-        procs = [root, *root.children(recursive=True)]  # mlflow's CLI, bash, uvicorn and its worker
-    except psutil.NoSuchProcess:
-        procs = []
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-    try:
-        server.process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    if server in _RUNNING:
-        _RUNNING.remove(server)
-
-
-@atexit.register
-def stop_all() -> None:
-    """Stop every server this process started (runs on kernel shutdown)."""
-    for server in list(_RUNNING):
-        stop(server)
+    """Stop the server and every process it started (its CLI, uvicorn and the worker)."""
+    services.stop(server, timeout_s)
 
 
 def deploy_platform(cfg: WorkshopConfig, name: str, hf_folder: str) -> Any:

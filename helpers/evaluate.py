@@ -10,9 +10,8 @@ and latency.
 from __future__ import annotations
 
 import random
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import html
-import json
 import os
 import re
 import shutil

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -26,8 +25,10 @@ class ServiceError(RuntimeError):
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
-    """True when nothing listens on ``host:port`` (checked by binding it briefly)."""
+    """True when nothing listens on ``host:port`` (checked by binding it briefly, as the server will)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like the servers themselves, allow a port whose old connections linger in TIME_WAIT; a listener blocks.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -112,21 +113,30 @@ def start(name: str, cmd: list[str], port: int, health_path: str, log: Path, env
 
 
 def stop(service: Service, timeout_s: float = 15) -> None:
-    """Stop the service's whole process group (SIGTERM, then SIGKILL if it lingers)."""
+    """Stop the service and every process it started (SIGTERM, then SIGKILL for any that linger)."""
+    import psutil
+
     try:
-        os.killpg(service.process.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
+        root = psutil.Process(service.process.pid)
+        procs = [root, *root.children(recursive=True)]  # e.g. a CLI, its server and the server's workers/kernels
+    except psutil.NoSuchProcess:
+        procs = []
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
     try:
-        service.process.wait(timeout=timeout_s)
+        service.process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
-    try:  # a worker of the group may outlive its parent
-        os.killpg(service.process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if service.process.poll() is None:
-        service.process.wait(timeout=5)
     if service in _RUNNING:
         _RUNNING.remove(service)
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import textwrap
-from pathlib import Path
 
 import pytest
 
