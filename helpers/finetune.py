@@ -108,10 +108,33 @@ def local_overrides(cfg: WorkshopConfig, model_path: str, knobs: LocalTraining, 
     return o
 
 
+def settings_table(cfg: WorkshopConfig, model_path: str, knobs: LocalTraining, run_name: str = DEFAULT_RUN_NAME):
+    """What the local overrides change: each setting as the platform yaml has it (MPT-7B, 8 GPUs) and as run here."""
+    import pandas as pd
+
+    from helpers.config import load_config
+
+    platform_cfg = load_config(work_dir=cfg.work_dir, backend="mcli", storage_root="s3://BUCKET/workshop",
+                               cluster="CLUSTER", generator_model="mosaicml/mpt-7b")
+    platform = runs.render(FINETUNE_YAML, {**runs.workshop_values(platform_cfg, run_name), "DATA_NAME_MDS": DATA_NAME})
+    rows = []
+    for dotted, value in local_overrides(cfg, model_path, knobs, run_name).items():
+        *parents, leaf = dotted.split(".")
+        node: Any = platform
+        for key in parents:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        rows.append((dotted.removeprefix("parameters."), node.get(leaf, "—") if isinstance(node, dict) else "—",
+                     "(removed)" if value is runs.DELETE else value))
+    return pd.DataFrame(rows, columns=["setting", "platform (MPT-7B, 8 GPUs)", "this machine"]).set_index("setting")
+
+
 def train(cfg: WorkshopConfig, model_path: str, knobs: LocalTraining | None = None,
           run_name: str = DEFAULT_RUN_NAME, data_name: str = DATA_NAME, progress: bool = True,
-          yaml: str = FINETUNE_YAML, **submit_kwargs: Any) -> runs.RunResult:
-    """Run the finetuning yaml on ``cfg.backend``: locally with CPU-sized ``knobs``, or as written on the platform."""
+          yaml: str = FINETUNE_YAML, reuse: bool = True, **submit_kwargs: Any) -> runs.RunResult:
+    """Run the finetuning yaml on ``cfg.backend``: locally with CPU-sized ``knobs``, or as written on the platform.
+
+    Locally, an identical finished run is reused (``reuse=False`` trains again), so re-running the series is quick.
+    """
     values = {"DATA_NAME_MDS": data_name, "MODEL_NAME": model_path if cfg.backend == "local" else None}
     values = {k: v for k, v in values.items() if v is not None}
     overrides: dict[str, Any] = {}
@@ -119,8 +142,11 @@ def train(cfg: WorkshopConfig, model_path: str, knobs: LocalTraining | None = No
         check_data(cfg, data_name)
         overrides = local_overrides(cfg, model_path, knobs or LocalTraining(), run_name, data_name, yaml)
         shutil.rmtree(cfg.work_dir / "cache" / "mds" / data_name / run_name, ignore_errors=True)
-    return runs.run(yaml, cfg, run_name, values=values, overrides=overrides, progress=progress,
-                    **submit_kwargs)
+    # A re-run with the same settings, data and model reuses the finished run instead of training again.
+    inputs = [Path(mds_split(cfg, s, data_name)) / "index.json" for s in SPLITS if not cfg.is_remote]
+    inputs += [Path(model_path) / "model.safetensors"] if Path(model_path).is_dir() else []
+    return runs.run(yaml, cfg, run_name, values=values, overrides=overrides, progress=progress, reuse=reuse,
+                    inputs=inputs, **submit_kwargs)
 
 
 def latest_checkpoint(folder: str | Path) -> Path:

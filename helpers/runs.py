@@ -70,6 +70,7 @@ class RunResult:
     outputs: dict[str, str] = field(default_factory=dict)
     parameters_path: Path | None = None
     status: str = "COMPLETED"
+    reused: bool = False  # True when an identical finished local run was returned instead of running again
 
 
 def yaml_file(name: str | Path) -> Path:
@@ -339,13 +340,73 @@ def submit_mcli(spec: dict[str, Any], follow: bool = True, wait: bool = True, po
                      _outputs(spec), None, status)
 
 
+RESULT_FILE = "result.json"
+
+
+def _stamp(spec: dict[str, Any], inputs: list[Path]) -> dict[str, Any]:
+    """What decides whether two local runs are the same: the rendered yaml and the size/mtime of input files."""
+    import json
+
+    files = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None for p in inputs}
+    return json.loads(json.dumps({"spec": spec, "inputs": files}, default=str))
+
+
+def _output_present(value: str) -> bool:
+    """A local output path that exists (a folder must not be empty); remote URIs are trusted."""
+    if "://" in str(value):
+        return True
+    path = Path(value)
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
+def _save_result(result: RunResult, stamp: dict[str, Any], run_dir: Path) -> None:
+    """Remember a finished local run and what it ran on, so an identical re-run can reuse it."""
+    import json
+
+    record = {"stamp": stamp, "name": result.name, "returncode": result.returncode, "seconds": result.seconds,
+              "log_path": str(result.log_path) if result.log_path else None, "outputs": result.outputs,
+              "parameters_path": str(result.parameters_path) if result.parameters_path else None}
+    tmp = run_dir / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, default=str))
+    tmp.replace(run_dir / RESULT_FILE)
+
+
+def finished_run(stamp: dict[str, Any], run_dir: Path) -> RunResult | None:
+    """The saved result of a successful local run with the same ``stamp`` whose outputs still exist, else None."""
+    import json
+
+    try:
+        record = json.loads((run_dir / RESULT_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("returncode") != 0 or record.get("stamp") != stamp:
+        return None
+    if not all(_output_present(v) for v in (record.get("outputs") or {}).values()):
+        return None
+    optional_path = lambda key: Path(record[key]) if record.get(key) else None  # noqa: E731
+    return RunResult(record["name"], "local", 0, optional_path("log_path"), record["seconds"], record["outputs"],
+                     optional_path("parameters_path"), "COMPLETED", reused=True)
+
+
 def run(name: str | Path, cfg: WorkshopConfig, run_name: str, values: dict[str, Any] | None = None,
-        overrides: dict[str, Any] | None = None, progress: bool = True, **submit_kwargs: Any) -> RunResult:
-    """Render ``name`` from the configuration and run it on ``cfg.backend``; the rendered yaml is kept in runs/."""
+        overrides: dict[str, Any] | None = None, progress: bool = True, reuse: bool = False,
+        inputs: list[Path] | None = None, **submit_kwargs: Any) -> RunResult:
+    """Render ``name`` from the configuration and run it on ``cfg.backend``; the rendered yaml is kept in runs/.
+
+    With ``reuse``, a local run whose rendered yaml and ``inputs`` files are unchanged since it last finished (and
+    whose outputs are still there) is not run again: its saved result is returned, so a re-run costs nothing.
+    """
     all_values = {**workshop_values(cfg, run_name), **{k.upper(): v for k, v in (values or {}).items()}}
     spec = render(name, all_values, overrides, backend=cfg.backend)
     run_dir = cfg.runs_dir / run_name
+    stamp = _stamp(spec, inputs or [])
+    if cfg.backend == "local" and reuse and (previous := finished_run(stamp, run_dir)):
+        print(f"Reusing the finished run in {run_dir} (same yaml, outputs present); pass reuse=False to run again.")
+        return previous
     write_yaml(spec, run_dir / "rendered.yaml")
     if cfg.backend == "local":
-        return run_local(spec, run_dir, progress=progress)
+        (run_dir / RESULT_FILE).unlink(missing_ok=True)
+        result = run_local(spec, run_dir, progress=progress)
+        _save_result(result, stamp, run_dir)
+        return result
     return submit_mcli(spec, **submit_kwargs)

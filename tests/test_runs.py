@@ -100,6 +100,26 @@ def test_local_backend_runs_the_command_with_the_parameters_file(tmp_path: Path)
     assert (cfg.runs_dir / "job1" / "rendered.yaml").is_file()
 
 
+def test_identical_finished_run_is_reused_and_a_change_runs_again(tmp_path: Path) -> None:
+    counter, data = tmp_path / "count.txt", tmp_path / "data.txt"
+    data.write_text("v1")
+    job = _job(tmp_path, f"echo x >> {counter}", {"out": "<STORAGE_ROOT>", "n": 1})
+    cfg = load_config(work_dir=tmp_path / "work")
+    Path(cfg.storage_root).mkdir(parents=True)
+    (Path(cfg.storage_root) / "keep").write_text("an output")
+    runs_made = lambda: len(counter.read_text().split())  # noqa: E731
+    first = runs.run(job, cfg, "job5", progress=False, reuse=True, inputs=[data])
+    again = runs.run(job, cfg, "job5", progress=False, reuse=True, inputs=[data])
+    assert runs_made() == 1 and not first.reused and again.reused and again.returncode == 0
+    runs.run(job, cfg, "job5", progress=False, reuse=False, inputs=[data])
+    assert runs_made() == 2, "reuse=False must run again"
+    data.write_text("v2, longer")
+    assert not runs.run(job, cfg, "job5", progress=False, reuse=True, inputs=[data]).reused and runs_made() == 3
+    runs.run(_job(tmp_path, f"echo x >> {counter}", {"out": "<STORAGE_ROOT>", "n": 2}), cfg, "job5", progress=False,
+             reuse=True, inputs=[data])
+    assert runs_made() == 4, "a changed yaml must run again"
+
+
 def test_local_failure_raises_with_the_last_log_lines(tmp_path: Path) -> None:
     job = _job(tmp_path, "echo preparing; echo 'ValueError: the data is bad' >&2; exit 3")
     with pytest.raises(runs.RunFailed) as err:
