@@ -9,6 +9,8 @@ and latency.
 
 from __future__ import annotations
 
+import json
+
 import random
 import time
 from dataclasses import dataclass
@@ -142,13 +144,37 @@ def contains_keyword(text: str, keywords: list[str]) -> bool:
     return any(k.lower() in low for k in keywords)
 
 
+def _answers_cache_file(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion], settings: dict[str, Any]) -> Path:
+    """Where the answers of exactly this index, model, question set and settings are kept between runs."""
+    import hashlib
+
+    def stamp(path: Path) -> list[int] | None:
+        return [path.stat().st_size, path.stat().st_mtime_ns] if path.exists() else None
+
+    folder = Path(str(getattr(gen, "folder", "")))
+    key = {"index": stamp(index.cfg.index_dir / qa.META_FILE), "model": str(folder),
+           "weights": stamp(folder / "model.safetensors"), "endpoint": getattr(gen, "url", ""),
+           "questions": [[q.question, q.keywords] for q in questions], **settings}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return index.cfg.work_dir / "eval" / "answers-cache" / f"{digest}.json"
+
+
 def evaluate_answers(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion], label: str,
                      mode: str = qa.DEFAULT_MODE, k: int = qa.DEFAULT_K, max_new_tokens: int = 64,
-                     answer_format: str = "symbol-first", progress: bool = True):
-    """One row per question: keyword in the retrieved context / the answer / the model's own text, citation, seconds."""
+                     answer_format: str = "symbol-first", progress: bool = True, reuse: bool = True):
+    """One row per question: keyword in the retrieved context / the answer / the model's own text, citation, seconds.
+
+    Answers take seconds each, so a run with the same index, model, questions and settings is kept in
+    ``<work_dir>/eval/answers-cache`` and reused (``reuse=False`` answers again): re-running the notebook is quick.
+    """
     import pandas as pd
     from tqdm.auto import tqdm
 
+    cache = _answers_cache_file(index, gen, questions, {"label": label, "mode": mode, "k": k, "format": answer_format,
+                                                        "max_new_tokens": max_new_tokens})
+    if reuse and cache.is_file():
+        print(f"answers ({label}): reusing {len(questions)} answers from {cache.parent.name}/{cache.name}")
+        return pd.DataFrame(json.loads(cache.read_text()))
     rows = []
     for q in tqdm(questions, desc=f"answers ({label})", disable=not progress):
         ans = qa.ask(index, gen, q.question, k=k, mode=mode, max_new_tokens=max_new_tokens, answer_format=answer_format)
@@ -161,6 +187,10 @@ def evaluate_answers(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion
                      "answer keyword": contains_keyword(ans.text, q.keywords),
                      "model-text keyword": contains_keyword(ans.model_text, q.keywords),
                      "cites a source": cited, "seconds": ans.seconds})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows))
+    tmp.replace(cache)
     return pd.DataFrame(rows)
 
 

@@ -238,3 +238,21 @@ def test_ask_handles_bad_questions_and_an_empty_index(built) -> None:
     assert good.text.startswith(qa.lead_sentence(good.hits).strip())
     plain = qa.ask(index, gen, "How is a shard file downloaded from the bucket?", max_new_tokens=12, answer_format="plain")
     assert plain.text == plain.model_text
+
+
+def test_answer_evaluation_is_reused_only_for_the_same_settings(built) -> None:
+    from helpers import evaluate
+
+    cfg, _, _ = built
+    index = qa.CodeIndex.load(cfg)
+    gen = qa.generator(cfg, "base")
+    calls = []
+    real_stream = gen.stream
+    gen.stream = lambda *a, **kw: (calls.append(1), real_stream(*a, **kw))[1]
+    questions = [evaluate.EvalQuestion(question="How is a shard file downloaded?", files=["tiny/download.py"],
+                                       keywords=["download"], origin="hand")]
+    first = evaluate.evaluate_answers(index, gen, questions, "base", max_new_tokens=8, progress=False)
+    again = evaluate.evaluate_answers(index, gen, questions, "base", max_new_tokens=8, progress=False)
+    assert len(calls) == 1 and again.to_dict("records") == first.to_dict("records")
+    evaluate.evaluate_answers(index, gen, questions, "base", max_new_tokens=9, progress=False)
+    assert len(calls) == 2, "a different setting must answer again"
