@@ -207,29 +207,26 @@ def answer_summary(rows):
     return rows.groupby("setting", sort=False).apply(agg, include_groups=False).round(3)
 
 
-def plot_retrieval(summary, ax=None):
-    """Bar chart of recall@k and MRR per retrieval mode (hand-written questions and docstring questions)."""
+def _share_bars(table, title: str, ax=None):
+    """Grouped bars of shares (0 to 1), one group per row of ``table``."""
     import matplotlib.pyplot as plt
 
-    table = summary.drop(columns=["p50 ms", "questions"])
     ax = ax or plt.subplots(figsize=(9, 3.5))[1]
     table.plot.bar(ax=ax, rot=0)
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of questions")
-    ax.set_title("Retrieval: answering file among the top k chunks")
-    ax.legend(ncol=5, fontsize=8, loc="upper left")
+    ax.set_title(title)
+    ax.legend(ncol=len(table.columns), fontsize=8, loc="upper left")
     return ax
+
+
+def plot_retrieval(summary, ax=None):
+    """Bar chart of recall@k and MRR per retrieval mode (hand-written questions and docstring questions)."""
+    return _share_bars(summary.drop(columns=["p50 ms", "questions"]),
+                       "Retrieval: answering file among the top k chunks", ax)
 
 
 def plot_answers(summary, ax=None):
     """Bar chart: keyword in context vs in the answer vs citation, per answer setting."""
-    import matplotlib.pyplot as plt
-
     table = summary[["context keyword", "answer keyword", "model-text keyword", "cites a source"]]
-    ax = ax or plt.subplots(figsize=(9, 3.5))[1]
-    table.plot.bar(ax=ax, rot=0)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of questions")
-    ax.set_title("Answers: a correct keyword in the context, the answer, the model's own words")
-    ax.legend(ncol=4, fontsize=8, loc="upper left")
-    return ax
+    return _share_bars(table, "Answers: a correct keyword in the context, the answer, the model's own words", ax)
