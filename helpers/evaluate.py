@@ -194,6 +194,30 @@ def evaluate_answers(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion
     return pd.DataFrame(rows)
 
 
+def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17) -> list[EvalQuestion]:
+    """The hand-written questions plus ``docstring_n`` generated ones, kept where the answering file is indexed."""
+    indexed = {c.path for c in index.chunks}
+    questions = load_eval_set() + docstring_questions(index.chunks, n=docstring_n, seed=seed)
+    return [q for q in questions if all(f in indexed for f in q.files[:1])]
+
+
+def compare_answers(index: qa.CodeIndex, questions: list[EvalQuestion], models: Iterable[str] = ("base", "finetuned"),
+                    limit: int = 0, **ask_kwargs: Any):
+    """Answer rows for the base model plain and symbol-first, and every other available model symbol-first.
+
+    Uses the hand-written questions (all questions if there are none), the first ``limit`` of them when set.
+    """
+    import pandas as pd
+
+    answer_set = [q for q in questions if q.origin == "hand"] or questions
+    answer_set = answer_set[:limit] if limit else answer_set
+    available = qa.model_choices(index.cfg)
+    settings = [("base", "plain"), ("base", "symbol-first")]
+    settings += [(m, "symbol-first") for m in models if m != "base" and m in available]
+    return pd.concat([evaluate_answers(index, qa.generator(index.cfg, m), answer_set, f"{m} / {fmt}",
+                                       answer_format=fmt, **ask_kwargs) for m, fmt in settings])
+
+
 def answer_summary(rows):
     """Shares of answers with a keyword / citation and latency percentiles, per setting."""
     import pandas as pd
