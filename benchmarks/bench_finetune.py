@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import finetune, models  # noqa: E402
+from helpers import convert, finetune, models  # noqa: E402
 from helpers.config import REPO_ROOT, load_config  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ppl_seconds = time.perf_counter() - start
     result = finetune.train(cfg, model_path, knobs, run_name="bench-finetune", progress=False)
     speed = finetune.throughput(result, knobs, finetune.run_metrics(cfg, "bench-finetune"))
-    after = finetune.finetuned_perplexity(cfg, "bench-finetune", **score)
+    after = convert.finetuned_perplexity(cfg, "bench-finetune", **score)
 
     print(f"machine: {os.cpu_count()} CPU cores; model {cfg.generator_model}; data {cfg.storage_path('mds', 'codebase')}")
     print(f"run: {knobs.max_batches} batches x {knobs.batch_size} samples x {knobs.max_seq_len} tokens, lr {knobs.lr}")

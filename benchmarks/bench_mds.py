@@ -78,7 +78,7 @@ def main() -> None:
                 best[name] = result
     print("\nbest of", args.repeats)
     rates = {}
-    for name, (seconds, tokens, samples) in best.items():
+    for name, (seconds, tokens, _samples) in best.items():
         rates[name] = tokens / seconds
         print(f"  {name:48s} {seconds:7.2f} s  {tokens:>10,} tokens  {rates[name]:>10,.0f} tokens/s")
     helpers_rate, foundry_rate = rates.values()

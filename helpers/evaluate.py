@@ -1,28 +1,38 @@
-"""Step 6 evaluation: how often retrieval finds the answering file, and how often answers hold a right keyword.
+"""Evaluation: how often retrieval finds the answering file, and how often answers hold a right keyword.
 
 The evaluation set (``data_manifests/eval_questions.yaml``) holds hand-written questions that describe behaviour
-without naming the code, each with the file(s) that answer it and keywords a correct answer contains. More
-questions are generated from the corpus's own docstrings. Retrieval is scored by recall@k and MRR of the first
-chunk from an answering file; answers by the share that contain a keyword, the share that cite a retrieved source,
-and latency.
+without naming the code, each with the file(s) that answer it and keywords a correct answer contains. The
+hand-written questions are split, once and by a seeded hash, into a *tuning* half (defaults are chosen on it)
+and a *held-out* half (reported, never tuned on). More questions are generated from the corpus's own
+docstrings. Retrieval is scored by recall@k and MRR of the first chunk from an answering file; answers by the
+share that contain a keyword, the share that cite an answering file, and latency.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import yaml
+from tqdm.auto import tqdm
 
 from helpers import qa
-from helpers.config import REPO_ROOT
+from helpers.config import REPO_ROOT, WorkshopConfig
+from helpers.errors import EvalSetError
+from helpers.files import read_json, write_json
 
 EVAL_SET = REPO_ROOT / "data_manifests" / "eval_questions.yaml"
+HALVES = ("tuning", "held-out")
+PACKAGES = {"composer/": "composer", "streaming/": "streaming", "llmfoundry/": "llm-foundry",
+            "scripts/": "llm-foundry", "mcli/": "llm-foundry"}
 
 
 @dataclass
@@ -33,27 +43,50 @@ class EvalQuestion:
     files: list[str]
     keywords: list[str]
     origin: str = "hand"  # 'hand' or 'docstring'
+    package: str = ""
+    half: str = "tuning"  # 'tuning' or 'held-out' (hand-written questions); docstring ones are 'tuning'
 
 
-def load_eval_set(path: Path = EVAL_SET) -> list[EvalQuestion]:
-    """The hand-written questions of the evaluation file; a malformed entry names its number and field."""
+def package_of(path: str) -> str:
+    """Which library a corpus path belongs to (by its top folder)."""
+    return next((name for prefix, name in PACKAGES.items() if path.startswith(prefix)), "other")
+
+
+def assign_halves(questions: list[EvalQuestion], seed: int = 17) -> list[EvalQuestion]:
+    """Split questions into a tuning and a held-out half by a seeded hash, half of each package in each."""
+    by_package: dict[str, list[EvalQuestion]] = {}
+    for q in questions:
+        by_package.setdefault(q.package, []).append(q)
+    for group in by_package.values():
+        ranked = sorted(group, key=lambda q: hashlib.sha256(f"{seed}\0{q.question}".encode()).hexdigest())
+        for i, q in enumerate(ranked):
+            q.half = HALVES[i % 2]
+    return questions
+
+
+def load_eval_set(path: Path = EVAL_SET, seed: int = 17) -> list[EvalQuestion]:
+    """The hand-written questions of the evaluation file, with package and half; a bad entry names its field."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"evaluation set {path} does not exist.")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    entries = data.get("hand")
+        raise EvalSetError(f"evaluation set {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise EvalSetError(f"{path} is not valid UTF-8 YAML: {err}") from None
+    entries = data.get("hand") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{path}: needs a top-level 'hand:' list of questions.")
+        raise EvalSetError(f"{path}: needs a top-level 'hand:' list of questions.")
     out = []
     for i, e in enumerate(entries):
         where = f"{path.name}: hand[{i}]"
         if not isinstance(e, dict) or not isinstance(e.get("question"), str) or not e["question"].strip():
-            raise ValueError(f"{where}: field 'question' must be a non-empty string.")
+            raise EvalSetError(f"{where}: field 'question' must be a non-empty string.")
         for name in ("files", "keywords"):
             if not isinstance(e.get(name), list) or not e[name] or not all(isinstance(x, str) and x for x in e[name]):
-                raise ValueError(f"{where}: field '{name}' must be a non-empty list of strings.")
-        out.append(EvalQuestion(e["question"].strip(), list(e["files"]), list(e["keywords"]), "hand"))
-    return out
+                raise EvalSetError(f"{where}: field '{name}' must be a non-empty list of strings.")
+        package = e.get("package") or package_of(e["files"][0])
+        out.append(EvalQuestion(e["question"].strip(), list(e["files"]), list(e["keywords"]), "hand", package))
+    return assign_halves(out, seed)
 
 
 def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
@@ -65,12 +98,13 @@ def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17)
         name = c.symbol.split(".")[-1]
         if name.startswith("_") or c.path.endswith("__init__.py"):
             continue
-        summary = qa.docstring_summary(c)
+        summary = c.docstring_summary()
         words = summary.split()
-        if not (6 <= len(words) <= 30) or name.lower() in summary.lower() or summary.lower().startswith(("see ", "deprecated")):
+        if not (6 <= len(words) <= 30) or name.lower() in summary.lower() or \
+                summary.lower().startswith(("see ", "deprecated")):
             continue
         candidates.append(EvalQuestion(f"Which function or class does this: {summary[0].lower() + summary[1:]}?",
-                                       [c.path], [name], "docstring"))
+                                       [c.path], [name], "docstring", package_of(c.path)))
     rng = random.Random(seed)
     rng.shuffle(candidates)
     seen: set[str] = set()
@@ -101,34 +135,43 @@ def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> lis
     return problems
 
 
-def _first_hit_rank(hits: list[qa.Hit], files: list[str]) -> int | None:
-    for rank, h in enumerate(hits, 1):
-        if h.chunk.path in files:
-            return rank
-    return None
+def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17) -> list[EvalQuestion]:
+    """The hand-written questions plus ``docstring_n`` generated ones, kept where the answering file is indexed."""
+    indexed = {c.path for c in index.chunks}
+    questions = load_eval_set(seed=seed) + docstring_questions(index.chunks, n=docstring_n, seed=seed)
+    return [q for q in questions if q.files[0] in indexed]
+
+
+def questions_table(questions: list[EvalQuestion]) -> pd.DataFrame:
+    """How many questions per origin, package and half."""
+    frame = pd.DataFrame([asdict(q) for q in questions])
+    return frame.groupby(["origin", "half", "package"]).size().unstack("package", fill_value=0)
+
+
+def first_hit_rank(hits: list[qa.Hit], files: list[str]) -> int | None:
+    """1-based rank of the first hit from one of ``files``, or None."""
+    return next((rank for rank, h in enumerate(hits, 1) if h.chunk.path in files), None)
 
 
 def evaluate_retrieval(index: qa.CodeIndex, questions: list[EvalQuestion], modes: Iterable[str] = qa.MODES,
-                       k: int = 10):
+                       k: int = 10) -> pd.DataFrame:
     """One row per (mode, question): rank of the first chunk from an answering file (None if not in top k), ms."""
-    import pandas as pd
-
     rows = []
     for mode in modes:
         for q in questions:
             t0 = time.perf_counter()
             hits = index.search(q.question, k, mode)
             ms = (time.perf_counter() - t0) * 1000
-            rows.append({"mode": mode, "origin": q.origin, "question": q.question,
-                         "rank": _first_hit_rank(hits, q.files), "ms": ms})
+            rows.append({"mode": mode, "origin": q.origin, "half": q.half, "package": q.package,
+                         "question": q.question, "rank": first_hit_rank(hits, q.files), "ms": ms})
     return pd.DataFrame(rows)
 
 
-def retrieval_summary(rows, ks: tuple[int, ...] = (1, 3, 5, 10)):
-    """recall@k, MRR and median ms per retrieval mode (and per question origin)."""
-    import pandas as pd
+def retrieval_summary(rows: pd.DataFrame, ks: tuple[int, ...] = (1, 3, 5, 10),
+                      by: tuple[str, ...] = ("mode", "origin")) -> pd.DataFrame:
+    """recall@k, MRR and median ms per group (by default per retrieval mode and question origin)."""
 
-    def agg(g) -> pd.Series:
+    def agg(g: pd.DataFrame) -> pd.Series:
         ranks = g["rank"]
         out = {f"recall@{k}": float((ranks.notna() & (ranks <= k)).mean()) for k in ks}
         out["MRR"] = float(ranks.map(lambda r: 0.0 if pd.isna(r) else 1.0 / r).mean())
@@ -136,7 +179,7 @@ def retrieval_summary(rows, ks: tuple[int, ...] = (1, 3, 5, 10)):
         out["questions"] = len(g)
         return pd.Series(out)
 
-    return rows.groupby(["mode", "origin"]).apply(agg, include_groups=False).round(3)
+    return rows.groupby(list(by)).apply(agg, include_groups=False).round(3)
 
 
 def contains_keyword(text: str, keywords: list[str]) -> bool:
@@ -144,16 +187,17 @@ def contains_keyword(text: str, keywords: list[str]) -> bool:
     return any(k.lower() in low for k in keywords)
 
 
-def _answers_cache_file(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion], settings: dict[str, Any]) -> Path:
+def _answers_cache_file(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion],
+                        settings: dict[str, Any]) -> Path:
     """Where the answers of exactly this index, model, question set and settings are kept between runs."""
-    import hashlib
 
     def stamp(path: Path) -> list[int] | None:
         return [path.stat().st_size, path.stat().st_mtime_ns] if path.exists() else None
 
     folder = Path(str(getattr(gen, "folder", "")))
-    key = {"index": stamp(index.cfg.index_dir / qa.META_FILE), "model": str(folder),
-           "weights": stamp(folder / "model.safetensors"), "endpoint": getattr(gen, "url", ""),
+    key = {"index": stamp(index.cfg.index_dir / qa.META_FILE), "model": str(folder), "engine": type(gen).__name__,
+           "weights": [stamp(p) for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))]
+           if folder.is_dir() else None, "endpoint": getattr(gen, "url", ""),
            "questions": [[q.question, q.keywords] for q in questions], **settings}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return index.cfg.work_dir / "eval" / "answers-cache" / f"{digest}.json"
@@ -161,80 +205,85 @@ def _answers_cache_file(index: qa.CodeIndex, gen: Any, questions: list[EvalQuest
 
 def evaluate_answers(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion], label: str,
                      mode: str = qa.DEFAULT_MODE, k: int = qa.DEFAULT_K, max_new_tokens: int = 64,
-                     answer_format: str = "symbol-first", progress: bool = True, reuse: bool = True):
+                     answer_format: str = "symbol-first", progress: bool = True, reuse: bool = True) -> pd.DataFrame:
     """One row per question: keyword in the retrieved context / the answer / the model's own text, citation, seconds.
 
-    Answers take seconds each, so a run with the same index, model, questions and settings is kept in
-    ``<work_dir>/eval/answers-cache`` and reused (``reuse=False`` answers again): re-running the notebook is quick.
+    Answers with the same index, model, questions and settings are kept in ``<work_dir>/eval/answers-cache`` and
+    reused (``reuse=False`` answers again), so re-running the notebook is quick.
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    cache = _answers_cache_file(index, gen, questions, {"label": label, "mode": mode, "k": k, "format": answer_format,
-                                                        "max_new_tokens": max_new_tokens})
-    if reuse and cache.is_file():
+    cache = _answers_cache_file(index, gen, questions, {"label": label, "mode": mode, "k": k,
+                                                        "format": answer_format, "max_new_tokens": max_new_tokens})
+    cached = read_json(cache) if reuse else None
+    if isinstance(cached, list):
         print(f"answers ({label}): reusing {len(questions)} answers from {cache.parent.name}/{cache.name}")
-        return pd.DataFrame(json.loads(cache.read_text()))
+        return pd.DataFrame(cached)
     rows = []
     for q in tqdm(questions, desc=f"answers ({label})", disable=not progress):
-        ans = qa.ask(index, gen, q.question, k=k, mode=mode, max_new_tokens=max_new_tokens, answer_format=answer_format)
-        if ans.error:
-            raise RuntimeError(f"question {q.question!r} gave an error: {ans.error}")
+        ans = qa.ask(index, gen, q.question, k=k, mode=mode, max_new_tokens=max_new_tokens,
+                     answer_format=answer_format)
         context = "\n".join(h.chunk.embed_text for h in ans.hits)
-        cited = any(h.chunk.path in ans.text for h in ans.hits)
-        rows.append({"setting": label, "origin": q.origin, "question": q.question, "answer": ans.text,
+        cited = [h.chunk.path for h in ans.hits if h.chunk.citation in ans.text]
+        rows.append({"setting": label, "origin": q.origin, "half": q.half, "package": q.package,
+                     "question": q.question, "answer": ans.text,
                      "context keyword": contains_keyword(context, q.keywords),
                      "answer keyword": contains_keyword(ans.text, q.keywords),
                      "model-text keyword": contains_keyword(ans.model_text, q.keywords),
-                     "cites a source": cited, "seconds": ans.seconds})
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows))
-    tmp.replace(cache)
+                     "cites a source": bool(cited), "cites a right file": any(p in q.files for p in cited),
+                     "seconds": ans.seconds})
+    write_json(cache, rows)
     return pd.DataFrame(rows)
 
 
-def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17) -> list[EvalQuestion]:
-    """The hand-written questions plus ``docstring_n`` generated ones, kept where the answering file is indexed."""
-    indexed = {c.path for c in index.chunks}
-    questions = load_eval_set() + docstring_questions(index.chunks, n=docstring_n, seed=seed)
-    return [q for q in questions if all(f in indexed for f in q.files[:1])]
-
-
 def compare_answers(index: qa.CodeIndex, questions: list[EvalQuestion], models: Iterable[str] = ("base", "finetuned"),
-                    limit: int = 0, **ask_kwargs: Any):
-    """Answer rows for the base model plain and symbol-first, and every other available model symbol-first.
+                    limit: int = 0, formats: Iterable[str] = ("symbol-first",), **ask_kwargs: Any) -> pd.DataFrame:
+    """Answer rows for every available model in ``models`` and every answer format in ``formats``.
 
     Uses the hand-written questions (all questions if there are none), the first ``limit`` of them when set.
     """
-    import pandas as pd
-
     answer_set = [q for q in questions if q.origin == "hand"] or questions
     answer_set = answer_set[:limit] if limit else answer_set
     available = qa.model_choices(index.cfg)
-    settings = [("base", "plain"), ("base", "symbol-first")]
-    settings += [(m, "symbol-first") for m in models if m != "base" and m in available]
+    settings = [(m, fmt) for m in models if m in available for fmt in formats]
     return pd.concat([evaluate_answers(index, qa.generator(index.cfg, m), answer_set, f"{m} / {fmt}",
                                        answer_format=fmt, **ask_kwargs) for m, fmt in settings])
 
 
-def answer_summary(rows):
-    """Shares of answers with a keyword / citation and latency percentiles, per setting."""
-    import pandas as pd
+def answer_summary(rows: pd.DataFrame, by: tuple[str, ...] = ("setting",)) -> pd.DataFrame:
+    """Shares of answers with a keyword / a right citation and latency percentiles, per group."""
 
-    def agg(g) -> pd.Series:
+    def agg(g: pd.DataFrame) -> pd.Series:
         return pd.Series({"context keyword": g["context keyword"].mean(), "answer keyword": g["answer keyword"].mean(),
                           "model-text keyword": g["model-text keyword"].mean(),
-                          "cites a source": g["cites a source"].mean(), "p50 s": g["seconds"].median(),
+                          "cites a right file": g["cites a right file"].mean(), "p50 s": g["seconds"].median(),
                           "p95 s": g["seconds"].quantile(0.95), "questions": len(g)})
 
-    return rows.groupby("setting", sort=False).apply(agg, include_groups=False).round(3)
+    return rows.groupby(list(by), sort=False).apply(agg, include_groups=False).round(3)
 
 
-def _share_bars(table, title: str, ax=None):
+def example_answers(rows: pd.DataFrame, n: int = 3, seed: int = 17) -> list[str]:
+    """``n`` answers per setting, whole, as printable text (question, answer, whether a keyword is in it)."""
+    out = []
+    for setting, group in rows.groupby("setting", sort=False):
+        for _, r in group.sample(min(n, len(group)), random_state=seed).iterrows():
+            mark = "✓" if r["answer keyword"] else "✗"
+            out.append(f"[{setting}] {mark} Q: {r['question']}\n{r['answer']}\n")
+    return out
+
+
+def save_results(cfg: WorkshopConfig, **tables: pd.DataFrame) -> list[Path]:
+    """Write each table as ``<work_dir>/eval/<name>.csv`` (e.g. ``retrieval=rows``); returns the paths."""
+    folder = cfg.work_dir / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, table in tables.items():
+        path = folder / f"{name}.csv"
+        table.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def _share_bars(table: pd.DataFrame, title: str, ax: Any = None) -> Any:
     """Grouped bars of shares (0 to 1), one group per row of ``table``."""
-    import matplotlib.pyplot as plt
-
     ax = ax or plt.subplots(figsize=(9, 3.5))[1]
     table.plot.bar(ax=ax, rot=0)
     ax.set_ylim(0, 1)
@@ -244,13 +293,13 @@ def _share_bars(table, title: str, ax=None):
     return ax
 
 
-def plot_retrieval(summary, ax=None):
-    """Bar chart of recall@k and MRR per retrieval mode (hand-written questions and docstring questions)."""
+def plot_retrieval(summary: pd.DataFrame, ax: Any = None) -> Any:
+    """Bar chart of recall@k and MRR per group of the summary."""
     return _share_bars(summary.drop(columns=["p50 ms", "questions"]),
                        "Retrieval: answering file among the top k chunks", ax)
 
 
-def plot_answers(summary, ax=None):
-    """Bar chart: keyword in context vs in the answer vs citation, per answer setting."""
-    table = summary[["context keyword", "answer keyword", "model-text keyword", "cites a source"]]
+def plot_answers(summary: pd.DataFrame, ax: Any = None) -> Any:
+    """Bar chart: keyword in context vs in the answer vs in the model's words, and right citations, per setting."""
+    table = summary[["context keyword", "answer keyword", "model-text keyword", "cites a right file"]]
     return _share_bars(table, "Answers: a correct keyword in the context, the answer, the model's own words", ax)

@@ -15,20 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from helpers import runs
-from helpers.config import WorkshopConfig
+from helpers.config import WorkshopConfig, load_config
+from helpers.constants import QA_DATASET, SPLITS, TEXT_DATASET, run_first
+from helpers.errors import CheckpointError, DataNotReady, NotReady
 
 FINETUNE_YAML = "finetune/finetune_composer_codebase.yaml"
 QA_YAML = "finetune/finetune_qa.yaml"      # instruction tuning on step 2's prompt/response pairs
-DATA_NAME = "codebase"
-QA_DATA_NAME = "codebase_qa"
-SPLITS = ("train", "validation", "test")
+DATA_NAME = TEXT_DATASET
+QA_DATA_NAME = QA_DATASET
 EXPERIMENT = "codebase-qa-workshop"
 DEFAULT_RUN_NAME = "finetune-composer-codebase"
-
-
-class DataNotReady(FileNotFoundError):
-    """The MDS of step 2 is missing; the message says which notebook writes it."""
-
 
 @dataclass
 class LocalTraining:
@@ -58,7 +54,7 @@ def check_data(cfg: WorkshopConfig, data_name: str = DATA_NAME) -> None:
     missing = [mds_split(cfg, s, data_name) for s in SPLITS if not (Path(mds_split(cfg, s, data_name)) / "index.json").is_file()]
     if missing:
         raise DataNotReady("no MDS dataset (index.json) in " + ", ".join(missing)
-                           + ": run notebooks/02_convert_to_mds.ipynb with the same work_dir/storage_root first")
+                           + f": {run_first(2)} with the same work_dir/storage_root")
 
 
 def checkpoint_folder(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> str:
@@ -112,8 +108,6 @@ def settings_table(cfg: WorkshopConfig, model_path: str, knobs: LocalTraining, r
     """What the local overrides change: each setting as the platform yaml has it (MPT-7B, 8 GPUs) and as run here."""
     import pandas as pd
 
-    from helpers.config import load_config
-
     platform_cfg = load_config(work_dir=cfg.work_dir, backend="mcli", storage_root="s3://BUCKET/workshop",
                                cluster="CLUSTER", generator_model="mosaicml/mpt-7b")
     platform = runs.render(FINETUNE_YAML, {**runs.workshop_values(platform_cfg, run_name), "DATA_NAME_MDS": DATA_NAME})
@@ -157,7 +151,7 @@ def latest_checkpoint(folder: str | Path) -> Path:
         return symlink.resolve()
     found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     if not found:
-        raise FileNotFoundError(f"no Composer checkpoint (*.pt) in {folder}: run notebooks/03_finetune.ipynb first")
+        raise CheckpointError(f"no Composer checkpoint (*.pt) in {folder}: {run_first(3)}")
     return found[-1]
 
 
@@ -177,7 +171,7 @@ def perplexity(model_path: str | Path, cfg: WorkshopConfig, split: str = "test",
                                    shuffle=False, batch_size=batch_size)
     else:
         if not (Path(path) / "index.json").is_file():
-            raise DataNotReady(f"no MDS dataset (index.json) in {path}: run notebooks/02_convert_to_mds.ipynb first")
+            raise DataNotReady(f"no MDS dataset (index.json) in {path}: {run_first(2)}")
         dataset = StreamingDataset(local=path, shuffle=False, batch_size=batch_size)
     model = AutoModelForCausalLM.from_pretrained(str(model_path), torch_dtype=torch.float32).eval()
     count = min(max_samples, len(dataset))
@@ -198,15 +192,6 @@ def perplexity(model_path: str | Path, cfg: WorkshopConfig, split: str = "test",
     return math.exp(total_nll / total_tokens)
 
 
-def finetuned_perplexity(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME, **kwargs: Any) -> float:
-    """Perplexity of the run's final checkpoint, converted to a scratch Hugging Face folder in runs/<run_name>/."""
-    from helpers import convert  # (convert builds on this module)
-
-    scratch = cfg.runs_dir / run_name / "hf-eval"
-    convert.composer_to_hf(convert.local_checkpoint(cfg, run_name), scratch, progress=False)
-    return perplexity(scratch, cfg, **kwargs)
-
-
 def run_metrics(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> dict[str, list[tuple[int, float]]]:
     """Every metric the latest MLflow run named ``run_name`` logged: name -> [(step, value), ...]."""
     from mlflow.tracking import MlflowClient
@@ -214,11 +199,11 @@ def run_metrics(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> dict[s
     client = MlflowClient(tracking_uri=runs.mlflow_tracking_uri(cfg))
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
-        raise FileNotFoundError(f"no MLflow experiment {EXPERIMENT!r} in {runs.mlflow_tracking_uri(cfg)}: train first")
+        raise NotReady(f"no MLflow experiment {EXPERIMENT!r} in {runs.mlflow_tracking_uri(cfg)}: {run_first(3)}")
     found = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.runName = '{run_name}'",
                                order_by=["attributes.start_time DESC"], max_results=1)
     if not found:
-        raise FileNotFoundError(f"no MLflow run named {run_name!r} in {runs.mlflow_tracking_uri(cfg)}")
+        raise NotReady(f"no MLflow run named {run_name!r} in {runs.mlflow_tracking_uri(cfg)}: {run_first(3)}")
     run = found[0]
     return {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
             for key in run.data.metrics}
@@ -240,7 +225,7 @@ def plot_metrics(metrics: dict[str, list[tuple[int, float]]]):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     panels = (("loss/train/total", "training loss"), ("metrics/eval/LanguagePerplexity", "validation perplexity"))
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title) in zip(axes, panels, strict=False):
         points = metrics.get(key, [])
         ax.plot([s for s, _ in points], [v for _, v in points], marker="o" if len(points) < 20 else None)
         ax.set_title(title)

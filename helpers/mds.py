@@ -13,31 +13,27 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from helpers import repos
 from helpers.config import WorkshopConfig
+from helpers.constants import SPLITS, TEXT_DATASET, run_first
+from helpers.errors import DataError, DataNotReady, JsonlError
+from helpers.files import cleanup_on_terminate, replace_dir, write_json
 
-SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
-TEXT_DATASET = "codebase"
-QA_DATASET = "codebase_qa"
 TOKEN_COLUMNS = {"tokens": "ndarray:int32"}
 QA_COLUMNS = {"prompt": "str", "response": "str"}
 ON_ERROR = ("raise", "skip")
-
-
-class JsonlError(ValueError):
-    """A JSONL input line is malformed; the message names the file, the line number and what is wrong."""
 
 
 @dataclass
@@ -83,14 +79,14 @@ def assign_splits(keys: Sequence[str], seed: int, fractions: Sequence[float] = D
     Every split gets at least one key when there are at least three; each split keeps the input order.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions={tuple(fractions)} must be three non-negative numbers (train, validation, test) summing to 1.")
+        raise DataError(f"fractions={tuple(fractions)} must be three non-negative numbers (train, validation, test) summing to 1.")
     if len(set(keys)) != len(keys):
-        raise ValueError("split keys must be unique (one per file or record).")
+        raise DataError("split keys must be unique (one per file or record).")
     n = len(keys)
     ranked = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}\0{keys[i]}".encode()).hexdigest())
     sizes = [round(f * n) for f in fractions[1:]]
     if n >= 3:
-        sizes = [max(1, s) if f > 0 else 0 for s, f in zip(sizes, fractions[1:])]
+        sizes = [max(1, s) if f > 0 else 0 for s, f in zip(sizes, fractions[1:], strict=False)]
     n_val, n_test = sizes
     n_train = n - n_val - n_test
     chosen = {"train": ranked[:n_train], "validation": ranked[n_train:n_train + n_val], "test": ranked[n_train + n_val:]}
@@ -109,7 +105,7 @@ def load_tokenizer(cfg: WorkshopConfig):
     tokenizer = AutoTokenizer.from_pretrained(models.prepare_generator(cfg))
     tokenizer.model_max_length = 1 << 40  # documents are cut into samples later; silence the length warning
     if tokenizer.eos_token is None:
-        raise ValueError(f"the tokenizer of {cfg.generator_model} has no EOS token to separate documents with.")
+        raise DataError(f"the tokenizer of {cfg.generator_model} has no EOS token to separate documents with.")
     return tokenizer
 
 
@@ -142,7 +138,7 @@ class _RecordingTokenizer:
         """The rows ConcatTokensDataset iterates over, with each batch encoded ahead of being asked for."""
         iterator = iter(texts)
         while batch := list(itertools.islice(iterator, self._batch)):
-            self._pending.extend(zip(batch, self._encode(batch)))
+            self._pending.extend(zip(batch, self._encode(batch), strict=False))
             for text in batch:
                 yield {"text": text}
 
@@ -226,24 +222,19 @@ def _write_splits(cfg: WorkshopConfig, dataset: str, columns: dict[str, str], co
         Path(final).parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dataset}-", dir=Path(final).parent))
     try:
-        for split, (documents, keys, samples_of) in produce.items():
-            st = SplitStats(split=split, path=cfg.storage_path("mds", dataset, split), documents=documents, keys=keys)
-            # Remote: shards upload as they are written, index.json last, so readers never see a partial split.
-            out: str | tuple[str, str] = (str(staging / split), st.path) if cfg.is_remote else str(staging / split)
-            with MDSWriter(out=out, columns=columns, compression=compression, size_limit=1 << 24) as writer:
-                for sample in tqdm(samples_of(st), desc=f"{dataset}/{split}", unit=" samples", disable=not progress,
-                                   leave=False):
-                    writer.write(sample)
-                    st.samples += 1
-            stats[split] = st
-        if not cfg.is_remote:
-            old = None
-            if Path(final).exists():
-                old = Path(tempfile.mkdtemp(prefix=f".old-{dataset}-", dir=Path(final).parent))
-                os.replace(final, old / dataset)
-            os.replace(staging, final)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+        with cleanup_on_terminate():
+            for split, (documents, keys, samples_of) in produce.items():
+                st = SplitStats(split=split, path=cfg.storage_path("mds", dataset, split), documents=documents, keys=keys)
+                # Remote: shards upload as they are written, index.json last, so readers never see a partial split.
+                out: str | tuple[str, str] = (str(staging / split), st.path) if cfg.is_remote else str(staging / split)
+                with MDSWriter(out=out, columns=columns, compression=compression, size_limit=1 << 24) as writer:
+                    for sample in tqdm(samples_of(st), desc=f"{dataset}/{split}", unit=" samples", disable=not progress,
+                                       leave=False):
+                        writer.write(sample)
+                        st.samples += 1
+                stats[split] = st
+            if not cfg.is_remote:
+                replace_dir(staging, Path(final))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return stats
@@ -256,11 +247,7 @@ def _cache_root(cfg: WorkshopConfig) -> Path:
 
 
 def _finish(cfg: WorkshopConfig, conversion: Conversion) -> Conversion:
-    path = _record_file(cfg, conversion.dataset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(conversion)))
-    os.replace(tmp, path)
+    write_json(_record_file(cfg, conversion.dataset), asdict(conversion))
     return conversion
 
 
@@ -269,10 +256,11 @@ def convert_documents(cfg: WorkshopConfig, dataset: str, keys: Sequence[str], lo
                       keep_tail: bool = True, overwrite: bool = False, progress: bool = True,
                       extra_params: dict[str, Any] | None = None) -> Conversion:
     """Tokenize documents (``load(i)`` gives text of ``keys[i]``) into a 'tokens' MDS dataset with three splits."""
-    if max_seq_len < 2:
-        raise ValueError(f"max_seq_len={max_seq_len} must be at least 2.")
+    repos.check_name(dataset, "MDS dataset")
+    if not isinstance(max_seq_len, int) or max_seq_len < 2:
+        raise DataError(f"max_seq_len={max_seq_len} must be at least 2.")
     if not keys:
-        raise ValueError(f"no documents to convert into {dataset!r}: run step 1 (01_download_repos.ipynb) first.")
+        raise DataNotReady(f"no documents to convert into {dataset!r}: {run_first(1)}.")
     params = {"generator_model": cfg.generator_model, "max_seq_len": max_seq_len, "fractions": list(fractions),
               "seed": cfg.seed, "compression": compression, "keep_tail": keep_tail, "storage": cfg.storage_path("mds", dataset),
               "keys_sha": hashlib.sha256("\n".join(keys).encode()).hexdigest(), **(extra_params or {})}
@@ -300,8 +288,13 @@ def convert_text(cfg: WorkshopConfig, dataset: str = TEXT_DATASET, sources: Sequ
     names = list(sources) if sources else repos.completed_sources(cfg)
     records = [r for name in names for r in repos.read_index(cfg, name)]
     keys = [f"{r.source}/{r.path}" for r in records]
+    # Reuse keys on content, not names: an edited file makes a new conversion.
+    content = hashlib.sha256()
+    for r in records:
+        content.update(hashlib.sha256(r.text_file.read_bytes()).digest())
     return convert_documents(cfg, dataset, keys, lambda i: records[i].read_text(), max_seq_len, fractions,
-                             compression, keep_tail, overwrite, progress)
+                             compression, keep_tail, overwrite, progress,
+                             extra_params={"content_sha": content.hexdigest()})
 
 
 # ---------------------------------------------------------------------------------------------- JSONL
@@ -315,18 +308,23 @@ def read_jsonl(path: str | Path, on_error: str = "raise") -> tuple[list[dict[str
     counted instead).
     """
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error={on_error!r} must be one of {', '.join(ON_ERROR)}.")
+        raise DataError(f"on_error={on_error!r} must be one of {', '.join(ON_ERROR)}.")
     path = Path(path)
     if not path.is_file():
         raise JsonlError(f"{path} does not exist.")
     records: list[dict[str, Any]] = []
     skipped: list[int] = []
     style: str | None = None
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise JsonlError(f"{path}:{number}: not UTF-8 text (byte {err.start + 1} of the line); save "
+                                     "the file as UTF-8.") from None
+                if not line.strip():
+                    continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
@@ -366,6 +364,7 @@ def convert_jsonl(cfg: WorkshopConfig, jsonl: str | Path, dataset: str, max_seq_
     Records carrying 'source' and 'path' are split by that file (all questions about one file land in one
     split, so validation never asks about code seen in training); others by line.
     """
+    repos.check_name(dataset, "MDS dataset")
     records, style, skipped = read_jsonl(jsonl, on_error)
     keys, seen = [], set()
     for i, r in enumerate(records):
@@ -407,7 +406,7 @@ def open_split(cfg: WorkshopConfig, dataset: str, split: str):
     path = cfg.storage_path("mds", dataset, split)
     if not cfg.is_remote:
         if not Path(path, "index.json").is_file():
-            raise FileNotFoundError(f"no MDS split at {path}: run 02_convert_to_mds.ipynb first.")
+            raise DataNotReady(f"no MDS split at {path}: {run_first(2)}.")
         return StreamingDataset(local=path, shuffle=False, batch_size=1)
     local = _cache_root(cfg) / "read" / dataset / split
     return StreamingDataset(remote=path, local=str(local), shuffle=False, batch_size=1)
@@ -439,7 +438,7 @@ def reconcat(cfg: WorkshopConfig, source: str, dataset: str, max_seq_len: int, c
     """MDS to MDS: re-cut an existing 'tokens' dataset to a new ``max_seq_len`` (same documents, same splits)."""
     previous = load_conversion(cfg, source)
     if previous is None or previous.kind != "tokens":
-        raise FileNotFoundError(f"no 'tokens' dataset {source!r} recorded in {cfg.work_dir / 'mds'}: convert it first.")
+        raise DataNotReady(f"no 'tokens' dataset {source!r} recorded in {cfg.work_dir / 'mds'}: {run_first(2)}.")
     start = time.perf_counter()
 
     def producer(split: str):
@@ -472,12 +471,62 @@ def verify_text_split(cfg: WorkshopConfig, dataset: str, split: str, tokenizer=N
     """
     conversion = load_conversion(cfg, dataset)
     if conversion is None or conversion.kind != "tokens":
-        raise FileNotFoundError(f"no 'tokens' dataset {dataset!r} recorded in {cfg.work_dir / 'mds'}: convert it first.")
+        raise DataNotReady(f"no 'tokens' dataset {dataset!r} recorded in {cfg.work_dir / 'mds'}: {run_first(2)}.")
     tokenizer = tokenizer or load_tokenizer(cfg)
     stats = conversion.splits[split]
     texts = {f"{r.source}/{r.path}": r for r in repos.iter_records(cfg)}
     docs = split_documents(iter_split_tokens(cfg, dataset, split), tokenizer.eos_token_id)
     if len(docs) != len(stats.keys):
         return [f"{len(docs)} documents decoded, {len(stats.keys)} expected"]
-    return [key for key, ids in zip(stats.keys, docs)
-            if key not in texts or tokenizer.decode(ids) != texts[key].read_text()]
+    # Compared byte for byte with the files of step 1: line endings (\r\n, lone \r) and indentation included.
+    return [key for key, ids in zip(stats.keys, docs, strict=True)
+            if key not in texts or tokenizer.decode(ids).encode("utf-8") != texts[key].text_file.read_bytes()]
+
+
+# ---------------------------------------------------------------------------------------------- looking at it
+
+
+def convert_qa_datasets(cfg: WorkshopConfig, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                        overwrite: bool = False, progress: bool = True) -> list[Conversion]:
+    """The manifest's online question/answer sets (e.g. CoQA), downloaded and converted; [] when it lists none."""
+    from helpers import qa_dataset
+
+    if not repos.load_manifest(cfg.manifest_path).extra.get("qa_datasets"):
+        return []
+    return [convert_jsonl(cfg, path, dataset=path.stem, fractions=fractions, overwrite=overwrite, progress=progress)
+            for path in qa_dataset.fetch_qa_datasets(cfg)]
+
+
+def first_boundary_sample(data: Any, eos_id: int, look: int = 200) -> int:
+    """Index of the first sample (of the first ``look``) in which one document ends and the next begins."""
+    return next((i for i in range(min(len(data), look)) if eos_id in data[i]["tokens"][:-1]), 0)
+
+
+def plot_lengths(conversion: Conversion, max_seq_len: int) -> Any:
+    """Histogram of document lengths in tokens (log scale), with the sample length marked."""
+    import matplotlib.pyplot as plt
+
+    lengths = np.concatenate([s.doc_tokens for s in conversion.splits.values()])
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.hist(lengths, bins=np.logspace(0, np.log10(max(lengths.max(), 10)), 40), color="tab:blue")
+    ax.axvline(max_seq_len, color="tab:red", linestyle="--", label=f"max_seq_len = {max_seq_len}")
+    ax.set_xscale("log")
+    ax.set_xlabel("file length (tokens)")
+    ax.set_ylabel("files")
+    ax.set_title(f"{len(lengths)} files, median {int(np.median(lengths))} tokens")
+    ax.legend()
+    return fig
+
+
+def check_conversion(conversion: Conversion) -> list[str]:
+    """Problems with a conversion: empty splits, and for token data a token count that does not add up."""
+    problems = [f"{conversion.dataset}/{split} is empty: the corpus is too small for three splits"
+                for split, stats in conversion.splits.items() if stats.samples == 0]
+    if conversion.kind == "tokens" and conversion.params.get("keep_tail", True) \
+            and "reconcat_of" not in conversion.params:
+        documents = sum(len(s.doc_tokens) for s in conversion.splits.values())
+        expected = sum(sum(s.doc_tokens) for s in conversion.splits.values()) + documents  # one EOS per document
+        found = sum(s.tokens for s in conversion.splits.values())
+        if found != expected:
+            problems.append(f"{conversion.dataset}: {found} tokens written, {expected} expected")
+    return problems

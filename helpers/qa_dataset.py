@@ -11,16 +11,20 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 import re
 import urllib.request
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from helpers import repos
 from helpers.config import WorkshopConfig
+from helpers.constants import QA_DATASET, run_first
+from helpers.errors import DataError, ManifestError, SourceNotReady, SourceUnavailable
+from helpers.files import write_text
+from helpers.pysource import first_paragraph, module_name
 
 EXCLUDED_DIRS = ("tests", "test", "docs", "examples", "scripts", "benchmarks")
 PURPOSE_TEMPLATES = ("What does `{name}` do?", "What is `{name}` for?", "Explain `{name}` in one or two sentences.")
@@ -42,23 +46,9 @@ class Definition:
     docstring: str
 
 
-def qa_path(cfg: WorkshopConfig, name: str = "codebase_qa") -> Path:
+def qa_path(cfg: WorkshopConfig, name: str = QA_DATASET) -> Path:
     """Where a question/answer JSONL lives: <work_dir>/qa/<name>.jsonl."""
     return cfg.work_dir / "qa" / f"{name}.jsonl"
-
-
-def module_name(path: str) -> str | None:
-    """Dotted module for a source path (``src/`` layouts handled), or None when it is not importable code."""
-    if not path.endswith(".py"):
-        return None
-    parts = path[:-3].split("/")
-    if parts[0] == "src":
-        parts = parts[1:]
-    if parts and parts[-1] == "__init__":
-        parts = parts[:-1]
-    if not parts or not all(p.isidentifier() for p in parts):
-        return None
-    return ".".join(parts)
 
 
 def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef, drop_self: bool) -> str:
@@ -70,12 +60,6 @@ def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef, drop_self: bool) ->
         if args.defaults and len(args.defaults) > len(args.args):
             args.defaults = args.defaults[1:]
     return "(" + ast.unparse(args) + ")"
-
-
-def _summary(docstring: str, limit: int = 600) -> str:
-    """The first paragraph of a docstring, on one line (cut at ``limit`` characters)."""
-    paragraph = " ".join(docstring.strip().split("\n\n", 1)[0].split())
-    return paragraph if len(paragraph) <= limit else paragraph[: limit - 1].rstrip() + "…"
 
 
 def _arg_docs(docstring: str, names: set[str], limit: int = 300) -> list[str]:
@@ -138,7 +122,7 @@ def find_definitions(records: Iterable[repos.FileRecord], excluded_dirs: tuple[s
             continue
         try:
             tree = ast.parse(rec.read_text(), filename=rec.path)
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             counts["unparsable files"] += 1
             continue
         counts["python files"] += 1
@@ -153,7 +137,7 @@ def find_definitions(records: Iterable[repos.FileRecord], excluded_dirs: tuple[s
                             if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and not m.name.startswith("_")]
             for item, kind, qualname in members:
                 doc = ast.get_docstring(item)
-                if not doc or not _summary(doc):
+                if not doc or not first_paragraph(doc):
                     counts["undocumented"] += 1
                     continue
                 if isinstance(item, ast.ClassDef):
@@ -188,7 +172,7 @@ def questions_for(d: Definition) -> list[dict[str, Any]]:
     pick = int(hashlib.sha1(d.qualname.encode()).hexdigest(), 16) % len(PURPOSE_TEMPLATES)
     base = {"source": d.source, "path": d.path, "line": d.line}
     out = [{"prompt": PURPOSE_TEMPLATES[pick].format(name=d.public_name),
-            "response": f"{_summary(d.docstring)} It is a {KIND_WORDS[d.kind]} defined in {where}.", **base},
+            "response": f"{first_paragraph(d.docstring)} It is a {KIND_WORDS[d.kind]} defined in {where}.", **base},
            {"prompt": f"Where is `{d.public_name}` defined?",
             "response": f"`{d.public_name}` is a {KIND_WORDS[d.kind]} defined in {where}.", **base}]
     if d.signature and d.signature != "()":
@@ -203,12 +187,7 @@ def questions_for(d: Definition) -> list[dict[str, Any]]:
 
 
 def _write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def build_qa_jsonl(cfg: WorkshopConfig, sources: list[str] | None = None, max_records: int | None = None,
@@ -216,7 +195,7 @@ def build_qa_jsonl(cfg: WorkshopConfig, sources: list[str] | None = None, max_re
     """Write <work_dir>/qa/codebase_qa.jsonl from the docstrings of the completed sources; return it and counts."""
     names = sources or repos.completed_sources(cfg)
     if not names:
-        raise repos.SourceNotReady(f"no completed sources in {cfg.retrieval_data_dir}: run 01_download_repos.ipynb first.")
+        raise SourceNotReady(f"no completed sources in {cfg.retrieval_data_dir}: {run_first(1)}.")
     records = [r for name in names for r in repos.read_index(cfg, name)]
     counts: Counter = Counter()
     definitions = find_definitions(records, excluded_dirs, counts)
@@ -225,7 +204,7 @@ def build_qa_jsonl(cfg: WorkshopConfig, sources: list[str] | None = None, max_re
     if max_records is not None:
         qa = qa[:max_records]
     if not qa:
-        raise ValueError(f"sources {', '.join(names)} hold no documented public Python definitions to ask about.")
+        raise DataError(f"sources {', '.join(names)} hold no documented public Python definitions to ask about.")
     counts["definitions"] = len(definitions)
     counts["records"] = len(qa)
     path = qa_path(cfg)
@@ -240,18 +219,18 @@ def coqa_to_jsonl(coqa_json: str | Path, out: str | Path, max_records: int | Non
     """Convert CoQA's JSON (stories with question/answer turns) to prompt/response JSONL; returns records written."""
     data = json.loads(Path(coqa_json).read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise ValueError(f"{coqa_json} is not CoQA JSON: expected an object with a 'data' list of stories.")
+        raise DataError(f"{coqa_json} is not CoQA JSON: expected an object with a 'data' list of stories.")
     records = []
     for s, story in enumerate(data["data"]):
         try:
             history = ""
-            for question, answer in zip(story["questions"], story["answers"]):
+            for question, answer in zip(story["questions"], story["answers"], strict=False):
                 prompt = f"{story['story'].strip()}\n\n{history}Q: {question['input_text']}\nA:"
                 records.append({"prompt": prompt, "response": " " + answer["input_text"], "source": "coqa",
                                 "path": str(story.get("id", s))})
                 history += f"Q: {question['input_text']}\nA: {answer['input_text']}\n"
         except (KeyError, TypeError):
-            raise ValueError(f"{coqa_json}: story {s} lacks 'story', 'questions' or 'answers' in CoQA's layout.") from None
+            raise DataError(f"{coqa_json}: story {s} lacks 'story', 'questions' or 'answers' in CoQA's layout.") from None
     records = records[:max_records] if max_records is not None else records
     _write_jsonl(records, Path(out))
     return len(records)
@@ -265,8 +244,8 @@ def fetch_qa_datasets(cfg: WorkshopConfig, timeout: float = 60) -> list[Path]:
     for i, entry in enumerate(entries):
         where = f"{manifest.path.name}: qa_datasets[{i}]"
         if not isinstance(entry, dict) or entry.get("format") != "coqa" or not str(entry.get("url", "")).startswith(("https://", "http://")):
-            raise repos.ManifestError(f"{where} needs 'name', an http(s) 'url' and format: coqa.")
-        name = repos._check_name(entry.get("name"), where)
+            raise ManifestError(f"{where} needs 'name', an http(s) 'url' and format: coqa.")
+        name = repos.check_name(entry.get("name"), where)
         out = qa_path(cfg, name)
         if out.is_file():
             paths.append(out)
@@ -277,10 +256,17 @@ def fetch_qa_datasets(cfg: WorkshopConfig, timeout: float = 60) -> list[Path]:
             with urllib.request.urlopen(entry["url"], timeout=timeout) as response, open(raw, "wb") as fh:
                 fh.write(response.read())
         except OSError as err:
-            raise repos.SourceUnavailable(
+            raise SourceUnavailable(
                 f"{where}: could not download {entry['url']} ({err}). Offline, use the generated codebase_qa.jsonl "
                 f"(manifest='{repos.OFFLINE_MANIFEST}')."
             ) from None
         coqa_to_jsonl(raw, out)
         paths.append(out)
     return paths
+
+
+def read_examples(path: str | Path, every: int = 100, limit: int = 400) -> list[dict[str, Any]]:
+    """Every ``every``-th record of the first ``limit`` lines of a JSONL file, to show a few examples."""
+    with open(path, encoding="utf-8") as fh:
+        lines = [line for _, line in zip(range(limit), fh, strict=False)]
+    return [json.loads(line) for line in lines[::every]]

@@ -21,13 +21,17 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
-from helpers.config import WorkshopConfig
+from helpers.config import REPO_ROOT, WorkshopConfig
+from helpers.constants import run_first
+from helpers.errors import ManifestError, SourceNotReady, SourceUnavailable
+from helpers.files import cleanup_on_terminate, read_json, replace_dir, write_json, write_text
 
 INDEX_FILE = "index.jsonl"
 MARKER_FILE = ".complete.json"
@@ -40,18 +44,6 @@ PYPI_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*
 GIT_URL_RE = re.compile(r"^(https?|ssh|git|file)://[^\s]+$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
 KINDS = ("git", "pypi", "local")
 UNDECODABLE = ("replace", "skip")
-
-
-class ManifestError(ValueError):
-    """A manifest entry or field is wrong; the message names the entry, the field and the fix."""
-
-
-class SourceUnavailable(RuntimeError):
-    """A source could not be fetched (host unreachable, unknown ref or package); the message says what to try."""
-
-
-class SourceNotReady(LookupError):
-    """A later step asked for a source that step 1 has not completed."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +82,9 @@ class FileRecord:
     lines: int
 
     def read_text(self) -> str:
-        return self.text_file.read_text(encoding="utf-8")
+        """The file's text exactly as it was (``\r\n`` and lone ``\r`` kept: line endings are not translated)."""
+        with open(self.text_file, encoding="utf-8", newline="") as fh:
+            return fh.read()
 
 
 @dataclass
@@ -110,9 +104,10 @@ class SourceReport:
 # ---------------------------------------------------------------------------------------------- manifest
 
 
-def _check_name(name: Any, where: str) -> str:
+def check_name(name: Any, where: str) -> str:
+    """A name that becomes a folder (source, dataset): letters, digits, '.', '_', '-', never a path."""
     if not isinstance(name, str) or not name:
-        raise ManifestError(f"{where}: field 'name' is missing; give each source a short folder name like 'composer'.")
+        raise ManifestError(f"{where}: field 'name' is missing; give it a short folder name like 'composer'.")
     if "/" in name or "\\" in name or ".." in name or not NAME_RE.match(name):
         raise ManifestError(
             f"{where}: field 'name'={name!r} is not allowed: use letters, digits, '.', '_' or '-' "
@@ -125,16 +120,18 @@ def load_manifest(path: str | Path) -> Manifest:
     """Parse and validate a manifest file; every problem names the entry and field to fix."""
     path = Path(path)
     if not path.is_file():
-        available = sorted(p.name for p in (Path(__file__).resolve().parent.parent / "data_manifests").glob("*.yaml"))
+        available = sorted(p.name for p in (REPO_ROOT / "data_manifests").glob("*.yaml"))
         raise ManifestError(f"manifest {path} does not exist; the shipped manifests are: {', '.join(available)}.")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path} is not UTF-8 text (byte {err.start}): save the manifest as UTF-8.") from None
     except yaml.YAMLError as err:
         raise ManifestError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict) or not isinstance(data.get("sources"), list) or not data["sources"]:
         raise ManifestError(f"{path}: needs a top-level 'sources:' list with at least one entry.")
     suffixes = data.get("suffixes", list(DEFAULT_SUFFIXES))
-    if not isinstance(suffixes, list) or not all(isinstance(s, str) and s.startswith(".") for s in suffixes):
+    if not isinstance(suffixes, list) or not suffixes or not all(isinstance(s, str) and s.startswith(".") for s in suffixes):
         raise ManifestError(f"{path}: field 'suffixes' must be a list of file endings like ['.py', '.md'].")
     max_bytes = data.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)
     if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
@@ -148,7 +145,7 @@ def load_manifest(path: str | Path) -> Manifest:
         where = f"{path.name}: sources[{i}]"
         if not isinstance(entry, dict):
             raise ManifestError(f"{where} must be a mapping with 'name' and one of {', '.join(KINDS)}.")
-        name = _check_name(entry.get("name"), where)
+        name = check_name(entry.get("name"), where)
         where = f"{path.name}: source {name!r}"
         if name.lower() in seen:
             raise ManifestError(f"{where}: the name is used twice; names must be unique (case-insensitive).")
@@ -275,29 +272,53 @@ def _count_lines(text: str) -> int:
     return text.count("\n") + (1 if text and not text.endswith("\n") else 0)
 
 
-def flatten(root: Path, out: Path, source: str, manifest: Manifest) -> tuple[list[dict[str, Any]], Counter]:
+def _resolved(path: Path) -> Path | None:
+    """Where a link points, or None for a link loop or an unreadable target."""
+    try:
+        return path.resolve(strict=False)
+    except (OSError, RuntimeError):
+        return None
+
+
+def _walk(root: Path, counts: Counter) -> list[tuple[str, Path]]:
+    """(relative path, path) of every file below ``root``, without recursion (any depth) or following links."""
+    found: list[tuple[str, Path]] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            counts["skipped: unreadable folder"] += 1
+            continue
+        for entry in entries:
+            p = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name == ".git":
+                    counts["skipped: .git"] += 1
+                else:
+                    stack.append(p)
+            elif entry.is_symlink() and p.is_dir():
+                target = _resolved(p)  # never followed: a linked folder could loop or leave the source
+                inside = target is not None and target.is_relative_to(root)
+                counts["skipped: symlinked folder" if inside else "skipped: symlink outside"] += 1
+            else:
+                found.append((p.relative_to(root).as_posix(), p))
+    return found
+
+
+def flatten(root: Path, out: Path, manifest: Manifest) -> tuple[list[dict[str, Any]], Counter]:
     """Copy kept files under ``root`` into ``out`` as flat .txt files; return index rows and per-reason counts."""
     root = root.resolve()
     counts: Counter = Counter()
     rows: list[dict[str, Any]] = []
     used: set[str] = set()
-    candidates: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        here = Path(dirpath)
-        for d in list(dirnames):
-            p = here / d
-            if d == ".git":
-                counts["skipped: .git"] += sum(len(f) for _, _, f in os.walk(p))
-                dirnames.remove(d)
-            elif p.is_symlink():
-                dirnames.remove(d)  # never followed: a linked folder could loop or leave the source
-                counts["skipped: symlink outside" if not p.resolve().is_relative_to(root) else "skipped: symlinked folder"] += 1
-        for f in filenames:
-            p = here / f
-            candidates.append((p.relative_to(root).as_posix(), p))
-    for rel, p in sorted(candidates):
+    for rel, p in sorted(_walk(root, counts)):
         if p.is_symlink():
-            target = p.resolve()
+            target = _resolved(p)
+            if target is None:
+                counts["skipped: symlink loop"] += 1
+                continue
             if not target.is_relative_to(root):
                 counts["skipped: symlink outside"] += 1
                 continue
@@ -310,11 +331,14 @@ def flatten(root: Path, out: Path, source: str, manifest: Manifest) -> tuple[lis
         if not rel.lower().endswith(manifest.suffixes):
             counts["skipped: other type"] += 1
             continue
-        size = p.stat().st_size
-        if size > manifest.max_file_bytes:
-            counts["skipped: too large"] += 1
+        try:
+            if p.stat().st_size > manifest.max_file_bytes:
+                counts["skipped: too large"] += 1
+                continue
+            data = p.read_bytes()
+        except OSError:
+            counts["skipped: unreadable"] += 1
             continue
-        data = p.read_bytes()
         if not data.strip():
             counts["skipped: empty"] += 1
             continue
@@ -349,10 +373,8 @@ def _report_from(name: str, status: str, rows: list[dict[str, Any]], counts: Cou
 
 
 def _marker(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / MARKER_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    marker = read_json(folder / MARKER_FILE)
+    return marker if isinstance(marker, dict) else None
 
 
 def build_source(cfg: WorkshopConfig, source: Source, manifest: Manifest, force: bool = False) -> SourceReport:
@@ -369,16 +391,15 @@ def build_source(cfg: WorkshopConfig, source: Source, manifest: Manifest, force:
     fetch_dir = Path(tempfile.mkdtemp(prefix=f".fetch-{source.name}-", dir=cfg.work_dir))
     try:
         root = _fetch(source, fetch_dir)
-        rows, counts = flatten(root, staging, source.name, manifest)
+        rows, counts = flatten(root, staging, manifest)
+        if not rows:
+            raise SourceUnavailable(f"source {source.name!r}: no file kept from {source.location} (endings "
+                                    f"{', '.join(manifest.suffixes)}, up to {manifest.max_file_bytes:,} bytes; "
+                                    f"skipped: {dict(counts) or 'nothing found'}). Check the source and the filters.")
         report = _report_from(source.name, "built", rows, counts, time.perf_counter() - start)
-        with open(staging / INDEX_FILE, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-        (staging / MARKER_FILE).write_text(json.dumps(
-            {"spec": source.spec(), "filters": filters, "report": asdict(report)}, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        write_text(staging / INDEX_FILE, "".join(json.dumps(row) + "\n" for row in rows))
+        write_json(staging / MARKER_FILE, {"spec": source.spec(), "filters": filters, "report": asdict(report)})
+        replace_dir(staging, final)
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -399,7 +420,7 @@ def download_sources(cfg: WorkshopConfig, names: list[str] | None = None, force:
     from tqdm.auto import tqdm
 
     reports = []
-    with tqdm(sources, desc="sources", unit="source", disable=not progress) as bar:
+    with cleanup_on_terminate(), tqdm(sources, desc="sources", unit="source", disable=not progress) as bar:
         for source in bar:
             bar.set_postfix_str(source.name)
             reports.append(build_source(cfg, source, manifest, force=force))
@@ -437,7 +458,7 @@ def read_index(cfg: WorkshopConfig, source: str) -> list[FileRecord]:
     folder = cfg.retrieval_data_dir / source
     if not _marker(folder):
         raise SourceNotReady(
-            f"source {source!r} is not complete in {cfg.retrieval_data_dir}: run 01_download_repos.ipynb first "
+            f"source {source!r} is not complete in {cfg.retrieval_data_dir}: {run_first(1)} "
             f"(completed: {', '.join(completed_sources(cfg)) or 'none'})."
         )
     records = []
@@ -453,3 +474,59 @@ def iter_records(cfg: WorkshopConfig) -> Iterator[FileRecord]:
     """Every kept file of every completed source, source by source."""
     for source in completed_sources(cfg):
         yield from read_index(cfg, source)
+
+
+# ---------------------------------------------------------------------------------------------- looking at it
+
+
+def records_table(records: list[FileRecord]):
+    """One row per kept file: source, original path, text file, bytes, lines (a pandas DataFrame)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"source": r.source, "path": r.path, "text file": r.text_file.name, "bytes": r.bytes,
+                          "lines": r.lines} for r in records])
+
+
+def types_table(records: list[FileRecord]):
+    """Files and lines per file ending, most lines first."""
+    frame = records_table(records)
+    ending = frame["path"].str.extract(r"(\.[^./]+)$")[0].str.lower()
+    return (frame.assign(type=ending).groupby("type").agg(files=("path", "size"), lines=("lines", "sum"))
+            .sort_values("lines", ascending=False))
+
+
+def plot_report(table) -> Any:
+    """Two bar charts of a report table: text kept per source, and files kept or skipped per reason."""
+    import matplotlib.pyplot as plt
+
+    skip_cols = [c for c in table.columns if c.startswith("skipped: ")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    table["MB kept"].plot.barh(ax=axes[0], color="tab:blue", title="text kept (MB)")
+    counts = table[["files kept", *skip_cols]].rename(columns=lambda c: c.replace("skipped: ", "skipped\n"))
+    counts.plot.barh(ax=axes[1], stacked=True, title="files per source")
+    axes[1].legend(fontsize=8, bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def check_sources(cfg: WorkshopConfig, names: list[str]) -> list[str]:
+    """Problems with completed sources: not completed, no files, colliding names, missing or resized files."""
+    done = completed_sources(cfg)
+    problems = [f"source {name!r} is not completed" for name in names if name not in done]
+    for name in (n for n in names if n in done):
+        index = read_index(cfg, name)
+        if not index:
+            problems.append(f"source {name!r} kept no files: check its suffixes and max_file_bytes")
+        if len({r.text_file.name.lower() for r in index}) != len(index):
+            problems.append(f"text file names collide in {name}")
+        problems += [f"{r.text_file} is missing or resized" for r in index
+                     if not r.text_file.is_file() or r.text_file.stat().st_size != r.bytes]
+    return problems
+
+
+def manifest_table(manifest: Manifest):
+    """The manifest's sources as a table: name, kind, where from, ref."""
+    import pandas as pd
+
+    return pd.DataFrame([{"name": s.name, "kind": s.kind, "from": s.location, "ref": s.ref}
+                         for s in manifest.sources]).set_index("name")

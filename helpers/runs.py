@@ -11,23 +11,30 @@ from __future__ import annotations
 
 import collections
 import copy
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
 from helpers.config import REPO_ROOT, WorkshopConfig
+from helpers.constants import TOKEN_VARIABLE
+from helpers.credentials import child_environment, redact
+from helpers.errors import RunFailed, RunSpecError
+from helpers.files import cleanup_on_terminate, read_json, write_json, write_text
 
 YAMLS_DIR = REPO_ROOT / "mcli_yamls"
 PLATFORM_PARAMETERS = "/mnt/config/parameters.yaml"
-TOKEN_VARIABLE = "MOSAICML_API_TOKEN"
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)>")
 # Every placeholder the yamls may use, with what fills it (shown when one is missing).
 KNOWN_PLACEHOLDERS: dict[str, str] = {
@@ -50,12 +57,8 @@ DELETE = object()  # an override value that removes the key (None sets YAML null
 BATCH_PATTERN = re.compile(r"\[batch=(\d+)/(\d+)\]")
 
 
-class RunSpecError(ValueError):
-    """A yaml cannot be run as given: unknown file, unfilled or unknown placeholders, missing token."""
-
-
-class RunFailed(RuntimeError):
-    """The job ran and failed; the message carries the last lines of its log."""
+RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+RESULT_FILE = "result.json"
 
 
 @dataclass
@@ -182,16 +185,7 @@ def render(name: str | Path, values: dict[str, Any], overrides: dict[str, Any] |
 
 def write_yaml(spec: dict[str, Any], path: Path) -> Path:
     """Write a rendered yaml (temp file, then rename) so it can be read or submitted with ``mcli run -f``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(spec, sort_keys=False))
-    tmp.replace(path)
-    return path
-
-
-def _redact(text: str) -> str:
-    token = os.environ.get(TOKEN_VARIABLE)
-    return text.replace(token, "***") if token else text
+    return write_text(path, yaml.safe_dump(spec, sort_keys=False))
 
 
 class _LogView:
@@ -216,7 +210,7 @@ class _LogView:
         self.progress = progress
 
     def add(self, line: str) -> None:
-        line = _redact(line.rstrip())
+        line = redact(line.rstrip())
         self.lines.append(line)
         match = BATCH_PATTERN.search(line)
         if match:
@@ -275,22 +269,21 @@ def run_local(spec: dict[str, Any], run_dir: Path, progress: bool = True, tail: 
     command = spec["command"].replace(PLATFORM_PARAMETERS, str(params_path))
     log_path = run_dir / "run.log"
     bin_dir = str(Path(sys.executable).parent)  # the venv's entry points: llmfoundry, composer, ...
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    child_env = child_environment({"PYTHONUNBUFFERED": "1", **(env or {})})  # no platform token for a local job
     child_env["PATH"] = bin_dir + os.pathsep + child_env.get("PATH", "")
-    child_env.pop(TOKEN_VARIABLE, None)  # a local job has no use for the platform token
     view = _LogView(spec["name"], tail, progress)
     start = time.perf_counter()
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, cleanup_on_terminate():
         process = subprocess.Popen(["bash", "-c", command], cwd=run_dir, env=child_env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
         try:
             assert process.stdout is not None
             for line in process.stdout:
-                log.write(_redact(line))
+                log.write(redact(line))
                 log.flush()
                 view.add(line)
             returncode = process.wait()
-        except BaseException:  # KeyboardInterrupt above all: never leave the job running
+        except BaseException:  # Ctrl-C, SIGTERM (as SystemExit) or an error: never leave the job running
             _stop(process)
             view.close()
             raise
@@ -308,6 +301,25 @@ def _outputs(spec: dict[str, Any]) -> dict[str, str]:
     return {key: str(params[key]) for key in ("save_folder", "output_folder", "out_root") if params.get(key)}
 
 
+def platform_endpoint(timeout_s: float = 5.0) -> str:
+    """The MosaicML API endpoint mcli will call; RunSpecError naming it when nothing listens there.
+
+    Checked before any SDK call: the SDK's worker thread would otherwise wait on a dead endpoint and keep the
+    Python process from exiting.
+    """
+    from mcli.config import MCLIConfig
+
+    endpoint = MCLIConfig.load_config().endpoint
+    parsed = urllib.parse.urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname or "", port), timeout=timeout_s).close()
+    except OSError as err:
+        raise RunSpecError(f"the MosaicML API endpoint {endpoint} cannot be reached ({err}); check the network, or "
+                           "MOSAICML_API_ENDPOINT if you set it.") from None
+    return endpoint
+
+
 def submit_mcli(spec: dict[str, Any], follow: bool = True, wait: bool = True, poll_s: float = 10.0,
                 timeout_s: float | None = None) -> RunResult:
     """Submit a rendered yaml to the MosaicML platform with the mcli SDK, then follow it to the end.
@@ -321,18 +333,23 @@ def submit_mcli(spec: dict[str, Any], follow: bool = True, wait: bool = True, po
     from mcli import RunConfig, RunStatus, create_run, follow_run_logs, get_run
     from mcli.api.engine.engine import MAPIConnection
 
+    endpoint = platform_endpoint()
     start = time.perf_counter()
-    with MAPIConnection(api_key=token):
-        run = create_run(RunConfig.from_dict(copy.deepcopy(spec)))
-        print(f"Submitted {run.name} (status {run.status.value}); follow it with: mcli logs -f {run.name}")
-        if follow:
-            for line in follow_run_logs(run):
-                print(_redact(line), end="", flush=True)
-        while wait and not run.status.is_terminal():
-            if timeout_s is not None and time.perf_counter() - start > timeout_s:
-                break
-            time.sleep(poll_s)
-            run = get_run(run.name)
+    try:
+        with MAPIConnection(api_key=token):
+            run = create_run(RunConfig.from_dict(copy.deepcopy(spec)))
+            print(f"Submitted {run.name} (status {run.status.value}); follow it with: mcli logs -f {run.name}")
+            if follow:
+                for line in follow_run_logs(run):
+                    print(redact(line), end="", flush=True)
+            while wait and not run.status.is_terminal():
+                if timeout_s is not None and time.perf_counter() - start > timeout_s:
+                    break
+                time.sleep(poll_s)
+                run = get_run(run.name)
+    except (TimeoutError, OSError) as err:
+        raise RunFailed(f"the MosaicML API at {endpoint} did not answer ({type(err).__name__}: {err or 'timed out'}); "
+                        "check the network, or MOSAICML_API_ENDPOINT if you set it.") from None
     status = run.status.value
     if wait and run.status == RunStatus.FAILED:
         raise RunFailed(f"platform run {run.name} failed ({run.reason or 'no reason given'}): see `mcli logs {run.name}`")
@@ -340,13 +357,8 @@ def submit_mcli(spec: dict[str, Any], follow: bool = True, wait: bool = True, po
                      _outputs(spec), None, status)
 
 
-RESULT_FILE = "result.json"
-
-
 def _stamp(spec: dict[str, Any], inputs: list[Path]) -> dict[str, Any]:
     """What decides whether two local runs are the same: the rendered yaml and the size/mtime of input files."""
-    import json
-
     files = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None for p in inputs}
     return json.loads(json.dumps({"spec": spec, "inputs": files}, default=str))
 
@@ -361,29 +373,24 @@ def _output_present(value: str) -> bool:
 
 def _save_result(result: RunResult, stamp: dict[str, Any], run_dir: Path) -> None:
     """Remember a finished local run and what it ran on, so an identical re-run can reuse it."""
-    import json
-
     record = {"stamp": stamp, "name": result.name, "returncode": result.returncode, "seconds": result.seconds,
               "log_path": str(result.log_path) if result.log_path else None, "outputs": result.outputs,
               "parameters_path": str(result.parameters_path) if result.parameters_path else None}
-    tmp = run_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, default=str))
-    tmp.replace(run_dir / RESULT_FILE)
+    write_json(run_dir / RESULT_FILE, record)
 
 
 def finished_run(stamp: dict[str, Any], run_dir: Path) -> RunResult | None:
     """The saved result of a successful local run with the same ``stamp`` whose outputs still exist, else None."""
-    import json
-
-    try:
-        record = json.loads((run_dir / RESULT_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+    record = read_json(run_dir / RESULT_FILE)
+    if not isinstance(record, dict):
         return None
     if record.get("returncode") != 0 or record.get("stamp") != stamp:
         return None
     if not all(_output_present(v) for v in (record.get("outputs") or {}).values()):
         return None
-    optional_path = lambda key: Path(record[key]) if record.get(key) else None  # noqa: E731
+    def optional_path(key: str) -> Path | None:
+        return Path(record[key]) if record.get(key) else None
+
     return RunResult(record["name"], "local", 0, optional_path("log_path"), record["seconds"], record["outputs"],
                      optional_path("parameters_path"), "COMPLETED", reused=True)
 
@@ -396,6 +403,9 @@ def run(name: str | Path, cfg: WorkshopConfig, run_name: str, values: dict[str, 
     With ``reuse``, a local run whose rendered yaml and ``inputs`` files are unchanged since it last finished (and
     whose outputs are still there) is not run again: its saved result is returned, so a re-run costs nothing.
     """
+    if not isinstance(run_name, str) or not RUN_NAME_RE.match(run_name):
+        raise RunSpecError(f"run_name={run_name!r} is not allowed: use letters, digits, '.', '_' or '-' (no '/', "
+                           "no '..'), starting with a letter or digit, e.g. 'finetune-codebase'.")
     all_values = {**workshop_values(cfg, run_name), **{k.upper(): v for k, v in (values or {}).items()}}
     spec = render(name, all_values, overrides, backend=cfg.backend)
     run_dir = cfg.runs_dir / run_name

@@ -16,6 +16,10 @@ from typing import Any
 from helpers.config import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+# Seconds each step may take on the embedded defaults, on 2 cores, the first time (the series' budget: 10 min).
+BUDGET_S = {"00_setup.ipynb": 45, "01_download_repos.ipynb": 20, "02_convert_to_mds.ipynb": 25,
+            "03_finetune.ipynb": 170, "04_convert_to_hf.ipynb": 50, "05_deploy.ipynb": 50,
+            "06_retrieval_qa.ipynb": 60, "07_evaluate.ipynb": 150, "08_qa_panel.ipynb": 15}
 
 
 @dataclass
@@ -66,11 +70,14 @@ def run_series(output_dir: Path, parameters: dict[str, dict[str, Any]] | None = 
 
 
 def summary(results: list[StepResult]) -> str:
-    """A plain-text table: notebook, seconds, status."""
+    """A plain-text table: notebook, seconds, the step's budget, status (over budget is marked)."""
     width = max([len(r.notebook) for r in results] + [8])
-    lines = [f"{'notebook':<{width}}  {'seconds':>8}  status", "-" * (width + 18)]
-    lines += [f"{r.notebook:<{width}}  {r.seconds:>8.1f}  {r.status}" for r in results]
-    lines.append(f"{'total':<{width}}  {sum(r.seconds for r in results):>8.1f}")
+    lines = [f"{'notebook':<{width}}  {'seconds':>8}  {'budget':>6}  status", "-" * (width + 26)]
+    for r in results:
+        budget = BUDGET_S.get(r.notebook)
+        over = " (over budget)" if budget and r.seconds > budget else ""
+        lines.append(f"{r.notebook:<{width}}  {r.seconds:>8.1f}  {budget or '':>6}  {r.status}{over}")
+    lines.append(f"{'total':<{width}}  {sum(r.seconds for r in results):>8.1f}  {sum(BUDGET_S.values()):>6}")
     return "\n".join(lines)
 
 

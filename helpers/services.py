@@ -7,7 +7,6 @@ Python process started is stopped when that process exits (a notebook kernel shu
 from __future__ import annotations
 
 import atexit
-import os
 import socket
 import subprocess
 import time
@@ -16,12 +15,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
+from helpers.credentials import child_environment
+from helpers.errors import ServiceError
+
 HOST = "127.0.0.1"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-class ServiceError(RuntimeError):
-    """A service could not start or answer; the message says why and where its log is."""
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -46,7 +46,7 @@ def free_port(host: str = HOST) -> int:
 def http_status(url: str, timeout: float = 2.0) -> int:
     """HTTP status of a GET on ``url``, or 0 when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URLs built here
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # loopback URLs built here
             return resp.status
     except urllib.error.HTTPError as err:
         return err.code
@@ -79,7 +79,9 @@ _RUNNING: list[Service] = []
 
 
 def check_port(port: int, host: str = HOST) -> None:
-    """Refuse non-loopback hosts and ports already taken, with the fix in the message."""
+    """Refuse non-loopback hosts, impossible ports and ports already taken, with the fix in the message."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ServiceError(f"port {port!r} is not a TCP port: use a number from 1024 to 65535, e.g. {free_port()}.")
     if host not in LOOPBACK:
         raise ServiceError(f"host {host!r}: the workshop serves on loopback only (127.0.0.1).")
     if not port_is_free(port, host):
@@ -95,7 +97,7 @@ def start(name: str, cmd: list[str], port: int, health_path: str, log: Path, env
     begin = time.perf_counter()
     with open(log, "w") as fh:
         process = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **(env or {})}, cwd=cwd)
+                                   env=child_environment(env, keep_storage=False), cwd=cwd)
     service = Service(name, f"http://{host}:{port}", process, log)
     _RUNNING.append(service)
     while time.perf_counter() - begin < timeout_s:
@@ -114,8 +116,6 @@ def start(name: str, cmd: list[str], port: int, health_path: str, log: Path, env
 
 def stop(service: Service, timeout_s: float = 15) -> None:
     """Stop the service and every process it started (SIGTERM, then SIGKILL for any that linger)."""
-    import psutil
-
     try:
         root = psutil.Process(service.process.pid)
         procs = [root, *root.children(recursive=True)]  # e.g. a CLI, its server and the server's workers/kernels

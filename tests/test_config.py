@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.config import ConfigError, REPO_ROOT, load_config
+from helpers.config import REPO_ROOT, ConfigError, load_config
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,7 @@ def test_missing_checkpoint_names_the_path(tmp_path) -> None:
     missing = tmp_path / "checkpoints" / "ep0-ba9-rank0.pt"
     with pytest.raises(convert.CheckpointError, match=str(missing)):
         convert.composer_to_hf(missing, tmp_path / "out", progress=False)
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "checkpoints")):
+    with pytest.raises(convert.CheckpointError, match=str(tmp_path / "checkpoints")):
         finetune.latest_checkpoint(tmp_path / "checkpoints")
     assert not (tmp_path / "out").exists()
 

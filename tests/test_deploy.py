@@ -12,6 +12,7 @@ import pytest
 
 from helpers import deploy
 from helpers.config import REPO_ROOT, load_config
+from helpers.errors import ModelNotAvailable
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +23,9 @@ def packaged(tmp_path_factory):
 
 def test_model_choice_and_bad_folders(tmp_path) -> None:
     cfg = load_config(work_dir=str(tmp_path))
-    with pytest.raises(deploy.DeployError, match="04_finetune"):
+    with pytest.raises(ModelNotAvailable, match="04_convert_to_hf"):
         deploy.model_folder(cfg, "finetuned")
-    with pytest.raises(deploy.DeployError, match="unknown"):
+    with pytest.raises(ModelNotAvailable, match="unknown"):
         deploy.model_folder(cfg, "largest")
     with pytest.raises(deploy.DeployError, match="does not exist"):
         deploy.package_model(cfg, str(tmp_path / "nowhere"))

@@ -9,7 +9,8 @@ import pytest
 
 from helpers import evaluate, qa, repos
 from helpers.config import load_config
-from tests.test_qa import DOWNLOADER
+from helpers.errors import EvalSetError
+from tests.corpus import DOWNLOADER
 
 
 def test_eval_set_has_enough_hand_written_questions_that_do_not_name_the_code() -> None:
@@ -25,7 +26,7 @@ def test_eval_set_has_enough_hand_written_questions_that_do_not_name_the_code() 
 def test_malformed_eval_file_names_the_entry(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("hand:\n  - question: What?\n    files: []\n    keywords: [x]\n")
-    with pytest.raises(ValueError, match=r"hand\[0\].*files"):
+    with pytest.raises(EvalSetError, match=r"hand\[0\].*files"):
         evaluate.load_eval_set(bad)
 
 
@@ -65,3 +66,33 @@ def test_eval_set_matches_the_corpus(series_runner, work_dir) -> None:
     chunks = [c for r in records if r.path in {f for q in questions for f in q.files}
               for c in qa.chunk_file(r.source, r.path, r.read_text())]
     assert evaluate.check_eval_set(questions, chunks) == []
+
+
+def test_halves_are_fixed_balanced_and_disjoint() -> None:
+    questions = evaluate.load_eval_set(seed=17)
+    again = evaluate.load_eval_set(seed=17)
+    assert [q.half for q in questions] == [q.half for q in again], "the split must not change between runs"
+    for package in {q.package for q in questions}:
+        halves = [q.half for q in questions if q.package == package]
+        assert abs(halves.count("tuning") - halves.count("held-out")) <= 1, package
+    assert {q.package for q in questions} >= {"composer", "streaming", "llm-foundry"}
+
+
+def test_answer_evaluation_is_reused_only_for_the_same_settings(tiny_index) -> None:
+    cfg, _, _ = tiny_index
+    index = qa.CodeIndex.load(cfg)
+    gen = qa.generator(cfg, "base")
+    calls = []
+    real_stream = gen.stream
+    gen.stream = lambda *a, **kw: (calls.append(1), real_stream(*a, **kw))[1]
+    try:
+        questions = [evaluate.EvalQuestion(question="How is a shard file downloaded?", files=["tiny/download.py"],
+                                           keywords=["download"], origin="hand")]
+        first = evaluate.evaluate_answers(index, gen, questions, "base", max_new_tokens=8, progress=False)
+        again = evaluate.evaluate_answers(index, gen, questions, "base", max_new_tokens=8, progress=False)
+        assert len(calls) == 1 and again.to_dict("records") == first.to_dict("records")
+        assert bool(first["cites a right file"].iloc[0]) and bool(first["answer keyword"].iloc[0])
+        evaluate.evaluate_answers(index, gen, questions, "base", max_new_tokens=9, progress=False)
+        assert len(calls) == 2, "a different setting must answer again"
+    finally:
+        del gen.stream

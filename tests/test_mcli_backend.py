@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -38,7 +38,7 @@ class FakeMapi:
         return f"http://127.0.0.1:{self.server.server_address[1]}/graphql"
 
     def _run_object(self, run: dict, status: str) -> dict:
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         compute = run["input"].get("compute", {})
         return {
             "id": run["id"], "name": run["name"], "status": status, "createdAt": now, "updatedAt": now,
@@ -71,7 +71,7 @@ class FakeMapi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:  # http.server names its handlers so
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
                 api.requests.append({"path": self.path, "headers": dict(self.headers), "body": raw})
                 answer = json.dumps(api._answer(json.loads(raw))).encode()
@@ -86,7 +86,7 @@ class FakeMapi:
 
         return Handler
 
-    def __enter__(self) -> "FakeMapi":
+    def __enter__(self) -> FakeMapi:
         self.thread.start()
         return self
 

@@ -1,4 +1,4 @@
-"""Step 7: drive the ipywidgets panel from Python — type, click, wait — on a small real index and the base model."""
+"""Step 8: drive the ipywidgets panel from Python — type, click, wait — on a small real index and the base model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from helpers import panel, qa
 from helpers.config import load_config
-from tests.test_qa import write_corpus
+from tests.corpus import write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_panel_answers_with_sources(app) -> None:
     result = app.last_answer
     assert result is not None and result.text.strip() and result.model_text.strip()
     assert "tiny/download.py:" in app.sources.value and "<details>" in app.sources.value
-    assert qa.escape(result.text) in app.answer.value
+    assert panel.escape(result.text) in app.answer.value
     assert "Answered in" in app.status.value
 
 
@@ -44,6 +44,19 @@ def test_empty_question_gets_a_message(app) -> None:
     app.ask_button.click()
     assert app.wait(60)
     assert 'data-state="error"' in app.status.value and "empty" in app.status.value
+
+
+def test_bad_settings_show_a_message_not_a_traceback(app) -> None:
+    app.question.value = "How is a shard downloaded?"
+    app.model.options = [*app.model.options, "missing-model"]
+    app.model.value = "missing-model"
+    try:
+        app.ask_button.click()
+        assert app.wait(60)
+        assert 'data-state="error"' in app.status.value and "unknown" in app.status.value, app.status.value
+        assert "Traceback" not in app.status.value
+    finally:
+        app.model.value = "base"
 
 
 def test_document_text_is_escaped(app) -> None:

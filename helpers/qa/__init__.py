@@ -1,0 +1,52 @@
+"""Step 6: retrieval question answering over the flattened code, as a small package with one job per module.
+
+* ``chunking``   — cut files along their structure into chunks that remember ``path:line``
+* ``embedding``  — the sentence embedder (LangChain ``Embeddings``)
+* ``index``      — the FAISS + SQLite index on disk, built incrementally, no pickle
+* ``search``     — dense, BM25 and hybrid search, and the LangChain retriever
+* ``generation`` — the ``Generator`` protocol and the models behind it
+* ``chain``      — the prompt, the LangChain chain, ``ask`` and ``Answer``
+"""
+
+from helpers.errors import QAError
+from helpers.qa.chain import (
+    ANSWER_FORMATS,
+    NO_ANSWER,
+    SYSTEM_PROMPT,
+    Answer,
+    ask,
+    build_chain,
+    build_messages,
+    check_question,
+    defuse,
+    lead_sentence,
+)
+from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, file_hash
+from helpers.qa.embedding import Embedder, embedder
+from helpers.qa.generation import (
+    EndpointGenerator,
+    Generator,
+    TransformersGenerator,
+    generator,
+    model_choices,
+)
+from helpers.qa.index import INDEX_FILE, META_FILE, BuildStats, build_index, load_index
+from helpers.qa.search import (
+    DEFAULT_K,
+    DEFAULT_MODE,
+    MODES,
+    CodeIndex,
+    CodeRetriever,
+    Hit,
+    code_tokens,
+    hit_document,
+    retriever,
+)
+
+__all__ = [
+    "ANSWER_FORMATS", "CHUNKER_VERSION", "DEFAULT_K", "DEFAULT_MODE", "INDEX_FILE", "META_FILE", "MODES",
+    "NO_ANSWER", "SYSTEM_PROMPT", "Answer", "BuildStats", "Chunk", "CodeIndex", "CodeRetriever", "Embedder",
+    "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "ask", "build_chain",
+    "build_index", "build_messages", "check_question", "chunk_file", "code_tokens", "defuse", "embedder",
+    "file_hash", "generator", "hit_document", "lead_sentence", "load_index", "model_choices", "retriever",
+]

@@ -1,0 +1,192 @@
+"""Cut source files along their own structure into chunks that remember where they came from.
+
+Python is cut with its own parser (module-level code, each class head, each function or method), Markdown by
+headings, YAML by top-level keys, anything else into windows of lines. Every chunk keeps its source, path,
+qualified name and line range, so an answer can cite ``path:line``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.pysource import docstring_of, first_sentence, module_name
+
+CHUNKER_VERSION = 4
+MAX_CHUNK_LINES = 60  # longer functions are split into windows of this many lines
+WINDOW_LINES = 40  # plain text files without structure
+
+Span = tuple[int, int, str, str]  # first line, last line (1-based, inclusive), symbol, kind
+
+
+@dataclass
+class Chunk:
+    """A piece of one source file: where it is (source, path, lines), what it is (symbol, kind) and its text."""
+
+    source: str
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str  # qualified name, e.g. 'StreamingDataset.__init__', or a heading / top-level key
+    kind: str  # 'module' | 'class' | 'function' | 'section' | 'key' | 'text'
+    text: str  # the original lines, without the header
+    file_hash: str = ""
+
+    @property
+    def header(self) -> str:
+        return f"{self.source}/{self.path} · {self.symbol} · lines {self.start_line}-{self.end_line}"
+
+    @property
+    def citation(self) -> str:
+        return f"{self.path}:{self.start_line}"
+
+    @property
+    def embed_text(self) -> str:
+        """What is embedded and searched: the header (path and qualified name) then the code."""
+        return self.header + "\n" + self.text
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.path}:{self.start_line}-{self.end_line}:{self.symbol}"
+
+    @property
+    def name(self) -> str:
+        """The symbol without the '(continued)' mark of a long definition's later windows."""
+        return self.symbol.removesuffix(" (continued)")
+
+    def docstring_summary(self) -> str:
+        """The first sentence of this Python chunk's docstring (function, class or module), or ''."""
+        if not self.path.endswith(".py") or self.symbol.endswith("(continued)"):
+            return ""
+        return first_sentence(docstring_of(self.text, self.kind in ("function", "class")))
+
+
+def file_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def _spans_to_chunks(lines: list[str], spans: list[Span], source: str, path: str) -> list[Chunk]:
+    """Turn line spans into chunks, splitting long ones into windows of MAX_CHUNK_LINES."""
+    chunks = []
+    for first, last, symbol, kind in spans:
+        body = lines[first - 1:last]
+        if not "".join(body).strip():
+            continue
+        for offset in range(0, len(body), MAX_CHUNK_LINES):
+            part = body[offset:offset + MAX_CHUNK_LINES]
+            if "".join(part).strip():
+                start = first + offset
+                name = symbol if offset == 0 else f"{symbol} (continued)"
+                chunks.append(Chunk(source, path, start, start + len(part) - 1, name, kind, "\n".join(part)))
+    return chunks
+
+
+def _python_spans(text: str, path: str) -> list[Span]:
+    """Module-level code, each class head and each function/method as its own span, named by qualified name."""
+    tree = ast.parse(text)
+    module = module_name(path) or path
+    spans: list[Span] = []
+
+    def start_of(node: ast.AST) -> int:
+        decorators = getattr(node, "decorator_list", [])
+        return min([node.lineno] + [d.lineno for d in decorators])  # type: ignore[attr-defined]
+
+    def walk(body: list[ast.stmt], prefix: str, loose_kind: str, loose_name: str) -> None:
+        loose: list[ast.stmt] = []
+
+        def flush() -> None:
+            if loose:
+                spans.append((start_of(loose[0]), loose[-1].end_lineno or loose[-1].lineno, loose_name, loose_kind))
+                loose.clear()
+
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                flush()
+                spans.append((start_of(node), node.end_lineno or node.lineno, prefix + node.name, "function"))
+            elif isinstance(node, ast.ClassDef):
+                flush()
+                qual = prefix + node.name
+                defs = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+                end = node.end_lineno or node.lineno
+                if not defs or end - start_of(node) + 1 <= 25:
+                    spans.append((start_of(node), end, qual, "class"))
+                    continue
+                # The class head: decorators, signature, docstring and attributes up to the first method.
+                head_end = start_of(defs[0]) - 1
+                spans.append((start_of(node), head_end, qual, "class"))
+                walk([n for n in node.body if n.lineno > head_end], qual + ".", "class", qual)
+            else:
+                loose.append(node)
+        flush()
+
+    walk(tree.body, "", "module", module)
+    return sorted(spans)
+
+
+def _markdown_spans(lines: list[str]) -> list[Span]:
+    """One span per heading section (heading text as the name; '#' lines inside code fences are ignored)."""
+    spans, title, start, fenced = [], "(top)", 1, False
+    for i, line in enumerate(lines, 1):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        heading = not fenced and re.match(r"^#{1,6}\s", line)
+        if heading and i > start:
+            spans.append((start, i - 1, title, "section"))
+            start = i
+        if heading:
+            title = line.lstrip("#").strip() or "(untitled)"
+    spans.append((start, len(lines), title, "section"))
+    return spans
+
+
+def _yaml_spans(lines: list[str]) -> list[Span]:
+    """One span per top-level key (comments directly above a key belong to it)."""
+    starts = []
+    for i, line in enumerate(lines, 1):
+        m = re.match(r"^([A-Za-z0-9_.\-\"']+)\s*:", line)
+        if m:
+            first = i
+            while first > 1 and lines[first - 2].startswith("#"):
+                first -= 1
+            starts.append((first, m.group(1).strip("\"'")))
+    if not starts:
+        return [(1, len(lines), "(document)", "key")]
+    spans = [(1, starts[0][0] - 1, "(header)", "key")] if starts[0][0] > 1 else []
+    for (first, name), nxt in zip(starts, starts[1:] + [(len(lines) + 1, "")], strict=False):
+        spans.append((first, nxt[0] - 1, name, "key"))
+    return spans
+
+
+def _window_spans(lines: list[str], name: str) -> list[Span]:
+    return [(s, min(s + WINDOW_LINES - 1, len(lines)), name, "text") for s in range(1, len(lines) + 1, WINDOW_LINES)]
+
+
+def chunk_file(source: str, path: str, text: str) -> list[Chunk]:
+    """Cut one file by its structure: Python by ``ast``, Markdown by headings, YAML by top-level keys, else windows.
+
+    Python that does not parse (a syntax error, or nesting too deep for the parser) falls back to windows.
+    """
+    lines = text.splitlines()
+    if not lines:
+        return []
+    lower = path.lower()
+    spans: list[Span]
+    if lower.endswith(".py"):
+        try:
+            spans = _python_spans(text, path)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            spans = _window_spans(lines, module_name(path) or Path(path).name)
+    elif lower.endswith(".md"):
+        spans = _markdown_spans(lines)
+    elif lower.endswith((".yaml", ".yml")):
+        spans = _yaml_spans(lines)
+    else:
+        spans = _window_spans(lines, Path(path).name)
+    digest = file_hash(text)
+    chunks = _spans_to_chunks(lines, spans, source, path)
+    for c in chunks:
+        c.file_hash = digest
+    return chunks

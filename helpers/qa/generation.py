@@ -1,0 +1,145 @@
+"""Generators: whatever turns a rendered prompt into text, behind one small protocol.
+
+Every generator renders chat messages with the model's own template (``render``), counts tokens, and streams
+the answer piece by piece (``stream``), so the chain and the panel do not care whether the model runs in this
+process or behind the step-5 HTTP server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from helpers import deploy, models
+from helpers.config import WorkshopConfig
+from helpers.errors import ModelNotAvailable, QAError
+
+GENERATOR_CHOICES = ("base", "finetuned", "endpoint")
+REPETITION_PENALTY = 1.1
+
+
+class Generator(Protocol):
+    """What the chain needs from a model."""
+
+    tokenizer: Any  # a Hugging Face tokenizer: counts tokens and renders the chat template
+    max_positions: int  # the longest prompt + answer the model takes, in tokens
+
+    def render(self, messages: list[dict[str, str]], answer_prefix: str = "") -> str:
+        """The chat-template text the model continues (with an optional start of the assistant's answer)."""
+
+    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
+        """Yield pieces of the answer as the model produces them."""
+
+
+class _ChatTemplate:
+    """Rendering and counting with a Hugging Face tokenizer's chat template (shared by every generator)."""
+
+    tokenizer: Any
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids)
+
+    def render(self, messages: list[dict[str, str]], answer_prefix: str = "") -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + answer_prefix
+
+
+def load_tokenizer(folder: str) -> Any:
+    """The tokenizer of a model folder, or ModelNotAvailable naming the folder."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise ModelNotAvailable(f"the tokenizer in {folder} does not load ({str(err)[:160]}): prepare the model "
+                                "again (00_setup.ipynb, or 04_convert_to_hf.ipynb for the finetuned one).") from None
+
+
+class TransformersGenerator(_ChatTemplate):
+    """A Hugging Face model in this process with transformers: greedy decoding with a KV cache."""
+
+    def __init__(self, folder: str, threads: int | None = None, dtype: str = "float32"):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer = load_tokenizer(folder)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=getattr(torch, dtype))
+        except (OSError, ValueError) as err:
+            raise ModelNotAvailable(f"the model folder {folder} does not load ({str(err)[:160]}); prepare it again "
+                                    "(00_setup.ipynb, or 04_convert_to_hf.ipynb for the finetuned one).") from None
+        model.config.use_cache = True  # a training config may say False: every token would recompute the prompt
+        self.model = model.eval()
+        self.folder = folder
+        self.max_positions = int(getattr(model.config, "max_position_embeddings", 2048))
+        self._lock = threading.Lock()
+
+    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
+        """Yield decoded text pieces as the model produces them (generation runs in a background thread)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        # The template's markers must become control tokens here; text from files was defused by the chain first.
+        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self.model.generate(**inputs, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=False,
+                                        repetition_penalty=REPETITION_PENALTY,
+                                        pad_token_id=self.tokenizer.pad_token_id)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread below
+                errors.append(err)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+        if errors:
+            raise errors[0]
+
+
+class EndpointGenerator(_ChatTemplate):
+    """The step-5 model server: the prompt is rendered here and sent to its /invocations route."""
+
+    def __init__(self, url: str, template_folder: str):
+        self.url = url.rstrip("/")
+        self.tokenizer = load_tokenizer(template_folder)
+        self.max_positions = 8192
+
+    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
+        yield deploy.query(self.url, prompt, max_new_tokens=max_new_tokens)
+
+
+def model_choices(cfg: WorkshopConfig) -> dict[str, str]:
+    """Label -> generator choice for the models available now: 'base', and 'finetuned' once step 4 ran."""
+    choices = {"base": "base"}
+    if models.finetuned_ready(cfg):
+        choices["finetuned"] = "finetuned"
+    return choices
+
+
+_GENERATORS: dict[tuple, Generator] = {}
+
+
+def generator(cfg: WorkshopConfig, choice: str = "base", endpoint_url: str = "") -> Generator:
+    """A cached generator: 'base' (the embedded model), 'finetuned' (step 4) or 'endpoint' (step 5's server)."""
+    if choice not in GENERATOR_CHOICES:
+        raise QAError(f"model {choice!r} is unknown: use one of {', '.join(GENERATOR_CHOICES)}.")
+    if choice == "endpoint":
+        if not endpoint_url:
+            raise QAError("choice 'endpoint' needs the server's URL (see 05_deploy.ipynb), e.g. http://127.0.0.1:5001.")
+        key: tuple = ("endpoint", endpoint_url)
+        if key not in _GENERATORS:
+            _GENERATORS[key] = EndpointGenerator(endpoint_url, models.prepare_generator(cfg, progress=False))
+        return _GENERATORS[key]
+    folder = models.model_folder(cfg, choice)
+    key = ("local", folder)
+    if key not in _GENERATORS:
+        _GENERATORS[key] = TransformersGenerator(folder)
+    return _GENERATORS[key]

@@ -1,0 +1,168 @@
+"""The search index on disk: a FAISS file of chunk vectors plus a SQLite table of the chunks, no pickle.
+
+``build_index`` chunks every file of step 1, embeds the chunks and writes ``<work_dir>/index/``; a rebuild
+re-embeds only files whose content hash changed. ``load_index`` reads it back and checks that it was built
+with the same embedder and chunker, so opening an index someone sent you can never run their code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from helpers import repos
+from helpers.config import WorkshopConfig
+from helpers.constants import run_first
+from helpers.errors import QAError
+from helpers.files import staged_dir
+from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, file_hash
+from helpers.qa.embedding import Embedder, embedder
+
+INDEX_FILE = "faiss.index"
+META_FILE = "chunks.sqlite"
+
+
+@dataclass
+class BuildStats:
+    """What a build did: files and chunks in the index, how many were embedded now vs reused, and seconds."""
+
+    files: int
+    chunks: int
+    embedded: int
+    reused: int
+    removed_files: int
+    seconds: float
+
+
+def _read_meta(folder: Path) -> tuple[dict[str, str], list[Chunk]]:
+    con = sqlite3.connect(f"file:{folder / META_FILE}?mode=ro", uri=True)
+    try:
+        info = dict(con.execute("SELECT key, value FROM info"))
+        rows = con.execute("SELECT source, path, start_line, end_line, symbol, kind, text, file_hash FROM chunks "
+                           "ORDER BY row")
+        chunks = [Chunk(*r) for r in rows]
+    finally:
+        con.close()
+    return info, chunks
+
+
+def _write_meta(path: Path, info: dict[str, str], chunks: list[Chunk]) -> None:
+    con = sqlite3.connect(path)
+    try:
+        con.execute("CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT)")
+        con.execute("CREATE TABLE chunks (row INTEGER PRIMARY KEY, source TEXT, path TEXT, start_line INTEGER, "
+                    "end_line INTEGER, symbol TEXT, kind TEXT, text TEXT, file_hash TEXT)")
+        con.executemany("INSERT INTO info VALUES (?, ?)", info.items())
+        con.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(i, c.source, c.path, c.start_line, c.end_line, c.symbol, c.kind, c.text, c.file_hash)
+                         for i, c in enumerate(chunks)])
+        con.commit()
+    finally:
+        con.close()
+
+
+def index_info(cfg: WorkshopConfig, emb: Embedder) -> dict[str, str]:
+    """What an index was built with; an index whose info differs is rebuilt from scratch."""
+    return {"embedding_model": cfg.embedding_model, "embedder": emb.signature,
+            "chunker_version": str(CHUNKER_VERSION)}
+
+
+def _read_faiss(path: Path) -> Any:
+    import faiss
+
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as err:
+        raise QAError(f"{path} is not a readable FAISS index ({str(err).splitlines()[0][:120]}); rebuild it with "
+                      "qa.build_index(cfg).") from None
+
+
+def load_index(cfg: WorkshopConfig, emb: Embedder | None = None) -> tuple[list[Chunk], Any]:
+    """The chunks and the FAISS index in ``cfg.index_dir``; a missing, foreign or damaged index raises QAError."""
+    folder = cfg.index_dir
+    if not (folder / META_FILE).is_file() or not (folder / INDEX_FILE).is_file():
+        raise QAError(f"no index in {folder}: {run_first(6)} (or qa.build_index(cfg)).")
+    try:
+        info, chunks = _read_meta(folder)
+    except sqlite3.DatabaseError as err:
+        raise QAError(f"{folder / META_FILE} is not a readable index ({err}); rebuild it with qa.build_index(cfg).") \
+            from None
+    expected = index_info(cfg, emb or embedder(cfg))
+    if info != expected:
+        raise QAError(f"the index in {folder} was built with {info.get('embedder') or info.get('embedding_model')!r} "
+                      f"(chunker {info.get('chunker_version')}), not {expected['embedder']!r} (chunker "
+                      f"{expected['chunker_version']}): rebuild it with qa.build_index(cfg).")
+    index = _read_faiss(folder / INDEX_FILE)
+    if index.ntotal != len(chunks) or (chunks and index.d != (emb or embedder(cfg)).dimension):
+        raise QAError(f"{folder}: {index.ntotal} vectors of size {index.d} for {len(chunks)} chunks does not match; "
+                      "rebuild it with qa.build_index(cfg).")
+    return chunks, index
+
+
+def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str], list[tuple[Chunk, int]]], Any]:
+    """Chunks and vectors of the index already on disk, by file, when it was built the same way; else nothing."""
+    try:
+        chunks, index = load_index(cfg, emb)
+    except QAError:
+        return {}, None  # missing, unreadable or foreign: rebuild from scratch
+    by_file: dict[tuple[str, str], list[tuple[Chunk, int]]] = {}
+    for row, c in enumerate(chunks):
+        by_file.setdefault((c.source, c.path), []).append((c, row))
+    return by_file, index.reconstruct_n(0, index.ntotal) if index.ntotal else None
+
+
+def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None = None,
+                progress: bool = True) -> BuildStats:
+    """Index every file of step 1 (or ``records``) into ``cfg.index_dir``, re-embedding only changed files.
+
+    A file whose text hash matches the saved index keeps its chunks and vectors; new or changed files are chunked
+    and embedded; files that disappeared are dropped. The new index is written beside the old one and swapped in.
+    """
+    import faiss
+
+    start = time.perf_counter()
+    records = list(repos.iter_records(cfg) if records is None else records)
+    if not records:
+        raise QAError(f"no source files to index in {cfg.retrieval_data_dir}: {run_first(1)}.")
+    emb = embedder(cfg)
+    old_chunks, old_vectors = _previous(cfg, emb)
+
+    kept: list[Chunk] = []
+    kept_rows: list[int] = []
+    fresh: list[Chunk] = []
+    seen_files = set()
+    for rec in records:
+        text = rec.read_text()
+        key = (rec.source, rec.path)
+        seen_files.add(key)
+        previous = old_chunks.get(key)
+        if previous and previous[0][0].file_hash == file_hash(text):
+            kept.extend(c for c, _ in previous)
+            kept_rows.extend(r for _, r in previous)
+        else:
+            fresh.extend(chunk_file(rec.source, rec.path, text))
+    all_chunks = kept + fresh
+    if not all_chunks:
+        raise QAError(f"the source files hold no text to index: check step 1's output in {cfg.retrieval_data_dir}.")
+
+    vectors = np.zeros((len(all_chunks), emb.dimension), dtype="float32")
+    if kept_rows:
+        vectors[: len(kept)] = old_vectors[kept_rows]
+    if fresh:
+        with tqdm(total=len(fresh), desc="Embedding chunks", unit="chunk", disable=not progress) as bar:
+            vectors[len(kept):] = emb.embed([c.embed_text for c in fresh], on_progress=bar.update)
+
+    index = faiss.IndexFlatIP(emb.dimension)
+    index.add(vectors)
+    with staged_dir(cfg.index_dir) as tmp:
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        _write_meta(tmp / META_FILE, index_info(cfg, emb), all_chunks)
+    return BuildStats(files=len(seen_files), chunks=len(all_chunks), embedded=len(fresh), reused=len(kept),
+                      removed_files=len(set(old_chunks) - seen_files), seconds=round(time.perf_counter() - start, 2))

@@ -1,0 +1,150 @@
+"""Three ways to find the chunks that answer a question, and the LangChain retriever the chain uses.
+
+*Dense* search compares meanings (all-MiniLM-L6-v2 vectors in FAISS, through LangChain's vector store);
+*lexical* search (BM25) matches words, with identifiers split at ``_`` and camelCase; *hybrid* fuses both
+rankings by reciprocal rank fusion.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from langchain_community.docstore.in_memory import InMemoryDocstore
+from langchain_community.vectorstores import FAISS
+from langchain_community.vectorstores.utils import DistanceStrategy
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from rank_bm25 import BM25Okapi
+
+from helpers.config import WorkshopConfig
+from helpers.errors import QAError
+from helpers.qa.chunking import Chunk
+from helpers.qa.embedding import embedder
+from helpers.qa.index import load_index
+
+MODES = ("hybrid", "dense", "bm25")
+DEFAULT_MODE = "hybrid"  # best recall@5 and MRR on the tuning half of the evaluation set (07_evaluate.ipynb)
+DEFAULT_K = 4
+RRF_K = 60  # the usual reciprocal-rank-fusion constant
+
+_STOP = frozenset("""a an and are as at be by for from how i if in is it its of on or that the this to what when where
+which who why with does do can self def return none true false import class cls""".split())
+
+
+def code_tokens(text: str) -> list[str]:
+    """Lower-case words for BM25, with identifiers also split at '_' and camelCase (``num_canonical_nodes`` -> 4)."""
+    out = []
+    for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\d+", text):
+        low = word.lower()
+        if low not in _STOP:
+            out.append(low)
+        parts = [p.lower() for p in re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", word)]
+        if len(parts) > 1:
+            out.extend(p for p in parts if p not in _STOP and len(p) > 1)
+    return out
+
+
+@dataclass
+class Hit:
+    """One retrieved chunk with its rank score (cosine for dense, BM25 score, or fused RRF score)."""
+
+    chunk: Chunk
+    score: float
+
+
+def check_search(k: Any, mode: Any) -> tuple[int, str]:
+    """``k`` and ``mode`` as search takes them, or QAError naming the bad value and what is allowed."""
+    if mode not in MODES:
+        raise QAError(f"retrieval mode {mode!r} is unknown: use one of {', '.join(MODES)}.")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 50:
+        raise QAError(f"k={k!r} chunks cannot be retrieved: use a whole number from 1 to 50.")
+    return k, mode
+
+
+class CodeIndex:
+    """A loaded index: the chunks, LangChain's FAISS store for dense search, and a BM25 index for lexical search."""
+
+    def __init__(self, cfg: WorkshopConfig, chunks: list[Chunk], faiss_index: Any):
+        self.cfg = cfg
+        self.chunks = chunks
+        ids = [str(i) for i in range(len(chunks))]
+        docs = {i: Document(page_content=c.embed_text, metadata={"row": int(i)}, id=i) for i, c in zip(ids, chunks, strict=False)}
+        self.store = FAISS(embedder(cfg), faiss_index, InMemoryDocstore(docs), dict(enumerate(ids)),
+                           distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
+        self._bm25: BM25Okapi | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, cfg: WorkshopConfig) -> CodeIndex:
+        """Open ``cfg.index_dir``; a missing, foreign or damaged index raises QAError with the fix."""
+        return cls(cfg, *load_index(cfg))
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def _bm25_index(self) -> BM25Okapi:
+        with self._lock:
+            if self._bm25 is None:
+                self._bm25 = BM25Okapi([code_tokens(c.embed_text) for c in self.chunks])
+        return self._bm25
+
+    def dense(self, question: str, n: int) -> list[Hit]:
+        pairs = self.store.similarity_search_with_score(question, k=min(n, len(self.chunks)))
+        return [Hit(self.chunks[d.metadata["row"]], float(s)) for d, s in pairs]
+
+    def bm25(self, question: str, n: int) -> list[Hit]:
+        tokens = code_tokens(question)
+        if not tokens:
+            return []
+        scores = self._bm25_index().get_scores(tokens)
+        top = np.argsort(-scores)[:n]
+        return [Hit(self.chunks[i], float(scores[i])) for i in top if scores[i] > 0]
+
+    def search(self, question: str, k: int = DEFAULT_K, mode: str = DEFAULT_MODE) -> list[Hit]:
+        """The ``k`` best chunks for ``question`` by ``mode``: 'dense', 'bm25' or 'hybrid' (reciprocal rank fusion)."""
+        k, mode = check_search(k, mode)
+        if not self.chunks:
+            raise QAError("the index is empty: rebuild it with qa.build_index(cfg) after step 1.")
+        if mode == "dense":
+            return self.dense(question, k)
+        if mode == "bm25":
+            return self.bm25(question, k)
+        pool = max(4 * k, 20)
+        fused: dict[int, float] = {}
+        chunk_of: dict[int, Chunk] = {}
+        for hits in (self.dense(question, pool), self.bm25(question, pool)):
+            for rank, hit in enumerate(hits):
+                fused[id(hit.chunk)] = fused.get(id(hit.chunk), 0.0) + 1.0 / (RRF_K + rank + 1)
+                chunk_of[id(hit.chunk)] = hit.chunk
+        best = sorted(fused, key=lambda key: -fused[key])[:k]
+        return [Hit(chunk_of[key], fused[key]) for key in best]
+
+
+def hit_document(hit: Hit) -> Document:
+    """A hit as a LangChain Document: the chunk's code, with where it is and how it scored in the metadata."""
+    c = hit.chunk
+    return Document(page_content=c.text, metadata={
+        "source": c.source, "path": c.path, "start_line": c.start_line, "end_line": c.end_line, "symbol": c.symbol,
+        "kind": c.kind, "citation": c.citation, "score": hit.score, "hit": hit})
+
+
+class CodeRetriever(BaseRetriever):
+    """LangChain retriever over a CodeIndex: Documents carrying path, lines, symbol (and the Hit itself)."""
+
+    index: Any
+    k: int = DEFAULT_K
+    mode: str = DEFAULT_MODE
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [hit_document(h) for h in self.index.search(query, self.k, self.mode)]
+
+
+def retriever(index: CodeIndex, k: int = DEFAULT_K, mode: str = DEFAULT_MODE) -> CodeRetriever:
+    """The LangChain retriever the QA chain uses."""
+    k, mode = check_search(k, mode)
+    return CodeRetriever(index=index, k=k, mode=mode)

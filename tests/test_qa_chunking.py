@@ -1,0 +1,51 @@
+"""helpers.qa.chunking: files cut along their structure, each chunk pointing at its exact lines."""
+
+from __future__ import annotations
+
+from helpers import qa
+from helpers.qa.chunking import MAX_CHUNK_LINES
+from tests.corpus import CONFIG, DOWNLOADER, README
+
+
+def test_python_chunks_follow_structure_and_keep_lines() -> None:
+    chunks = qa.chunk_file("tiny", "tiny/download.py", DOWNLOADER)
+    by_symbol = {c.symbol: c for c in chunks}
+    assert {"tiny.download", "ShardDownloader", "ShardDownloader.__init__", "ShardDownloader.download",
+            "ShardDownloader.evict", "merge_index_files"} <= set(by_symbol)
+    lines = DOWNLOADER.splitlines()
+    for c in chunks:
+        # The recorded line range points at exactly the chunk's text in the original file.
+        assert "\n".join(lines[c.start_line - 1:c.end_line]) == c.text
+    method = by_symbol["ShardDownloader.download"]
+    assert method.kind == "function" and method.text.lstrip().startswith("def download")
+    assert method.embed_text.startswith("tiny/tiny/download.py · ShardDownloader.download · lines")
+    assert method.citation == f"tiny/download.py:{method.start_line}"
+    head = by_symbol["ShardDownloader"]
+    assert "chunk_bytes" in head.text and "def " not in head.text
+    assert "RETRIES = 3" in by_symbol["tiny.download"].text
+
+
+def test_long_functions_are_split_and_bad_python_falls_back_to_windows() -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(150))
+    chunks = qa.chunk_file("s", "m.py", f"def long():\n{body}\n")
+    assert len(chunks) == 3 and all(c.end_line - c.start_line + 1 <= MAX_CHUNK_LINES for c in chunks)
+    assert chunks[1].symbol == "long (continued)" and chunks[1].start_line == MAX_CHUNK_LINES + 1
+    broken = qa.chunk_file("s", "broken.py", "def f(:\n    pass\n" * 30)
+    assert broken and all(c.kind == "text" for c in broken)
+
+
+def test_markdown_and_yaml_chunks() -> None:
+    md = qa.chunk_file("tiny", "README.md", README)
+    assert [c.symbol for c in md] == ["Tiny streaming", "Compression", "Shuffling"]
+    assert "not a heading" in md[1].text
+    yml = qa.chunk_file("tiny", "conf/train.yaml", CONFIG)
+    assert [c.symbol for c in yml] == ["max_duration", "optimizer", "save_folder"]
+    assert yml[0].text.startswith("# Training settings") and yml[2].text.startswith("# Where checkpoints go")
+
+
+def test_deep_python_falls_back_to_windows_instead_of_failing() -> None:
+    """A 3,000-term expression overflows Python's parser; the file is still indexed, as windows of lines."""
+    deep = "value = " + " + ".join(["1"] * 3000) + "\n\ndef f():\n    return value\n"
+    chunks = qa.chunk_file("s", "deep.py", deep)
+    assert chunks and all(c.kind == "text" for c in chunks)
+    assert qa.chunk_file("s", "empty.py", "") == []

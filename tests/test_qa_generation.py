@@ -1,0 +1,28 @@
+"""helpers.qa.generation: choosing a generator, and the generation setup of a model folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import qa
+from helpers.errors import ModelNotAvailable
+
+
+def test_unknown_or_missing_generators_are_named(tiny_index) -> None:
+    cfg, _, _ = tiny_index
+    with pytest.raises(qa.QAError, match="'gpt-5' is unknown"):
+        qa.generator(cfg, "gpt-5")
+    with pytest.raises(qa.QAError, match="needs the server's URL"):
+        qa.generator(cfg, "endpoint")
+    with pytest.raises(ModelNotAvailable, match="04_convert_to_hf"):
+        qa.generator(cfg, "finetuned")
+    assert qa.model_choices(cfg) == {"base": "base"}
+
+
+def test_base_generator_streams_greedy_text(tiny_index) -> None:
+    cfg, _, _ = tiny_index
+    gen = qa.generator(cfg, "base")
+    assert gen is qa.generator(cfg, "base"), "generators are cached"
+    prompt = gen.render([{"role": "user", "content": "Name a Python keyword."}])
+    first = "".join(gen.stream(prompt, 8))
+    assert first.strip() and first == "".join(gen.stream(prompt, 8)), "greedy decoding is deterministic"

@@ -1,0 +1,87 @@
+"""helpers.qa.index: the pickle-free FAISS + SQLite index, incremental rebuilds, and damaged or foreign indexes."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import faiss
+import numpy as np
+import pytest
+
+from helpers import qa
+from helpers.config import load_config
+from tests.corpus import CONFIG, DOWNLOADER, README, write_corpus
+
+
+def test_index_is_pickle_free_and_loads(tiny_index) -> None:
+    cfg, records, stats = tiny_index
+    assert stats.files == len(records) and stats.embedded == stats.chunks > 0 and stats.reused == 0
+    assert sorted(p.name for p in cfg.index_dir.iterdir()) == sorted([qa.INDEX_FILE, qa.META_FILE])
+    assert not [p for p in cfg.work_dir.iterdir() if p.name.startswith(".tmp-")], "staging folder left behind"
+    con = sqlite3.connect(cfg.index_dir / qa.META_FILE)
+    assert con.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == stats.chunks
+    con.close()
+    assert len(qa.CodeIndex.load(cfg)) == stats.chunks
+
+
+def test_rebuild_embeds_only_changed_files(tiny_index, tmp_path) -> None:
+    cfg, _, _ = tiny_index
+    cfg2 = load_config(work_dir=str(tmp_path))
+    shutil.copytree(cfg.index_dir, cfg2.index_dir)
+    files = {"tiny/download.py": DOWNLOADER, "README.md": README + "\n## Hashing\n\nShards are checked with xxh64.\n",
+             "conf/train.yaml": CONFIG}  # banner.py removed, README changed
+    records2 = write_corpus(tmp_path, files)
+    stats = qa.build_index(cfg2, records2, progress=False)
+    assert stats.embedded == len(qa.chunk_file("tiny", "README.md", files["README.md"])) and stats.removed_files == 1
+    assert stats.reused == (len(qa.chunk_file("tiny", "tiny/download.py", DOWNLOADER))
+                            + len(qa.chunk_file("tiny", "conf/train.yaml", CONFIG)))
+    index = qa.CodeIndex.load(cfg2)
+    assert index.search("checked with xxh64", 1, "bm25")[0].chunk.symbol == "Hashing"
+    assert not any(c.path == "tiny/banner.py" for c in index.chunks)
+    again = qa.build_index(cfg2, records2, progress=False)
+    assert again.embedded == 0 and again.chunks == stats.chunks
+
+
+def test_missing_or_empty_inputs_give_clear_errors(tmp_path) -> None:
+    cfg = load_config(work_dir=str(tmp_path))
+    with pytest.raises(qa.QAError, match="no index.*06_retrieval_qa"):
+        qa.CodeIndex.load(cfg)
+    with pytest.raises(qa.QAError, match="01_download_repos"):
+        qa.build_index(cfg, [])
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "empty", "other dimension"])
+def test_damaged_faiss_file_is_a_message_and_a_rebuild_heals_it(tiny_index, tmp_path, damage) -> None:
+    cfg, records, stats = tiny_index
+    cfg2 = load_config(work_dir=str(tmp_path))
+    shutil.copytree(cfg.index_dir, cfg2.index_dir)
+    path = cfg2.index_dir / qa.INDEX_FILE
+    if damage == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:  # the same number of vectors, but of another size: it would load, then fail on the first search
+        other = faiss.IndexFlatIP(16)
+        other.add(np.zeros((stats.chunks, 16), dtype="float32"))
+        faiss.write_index(other, str(path))
+    with pytest.raises(qa.QAError, match=r"rebuild it with qa\.build_index"):
+        qa.CodeIndex.load(cfg2)
+    healed = qa.build_index(cfg2, records, progress=False)
+    assert healed.embedded == healed.chunks == stats.chunks
+    assert qa.CodeIndex.load(cfg2).search("download a shard", 1, "dense")
+
+
+def test_index_of_another_embedder_is_detected_and_rebuilt(tiny_index, tmp_path) -> None:
+    cfg, records, stats = tiny_index
+    cfg2 = load_config(work_dir=str(tmp_path))
+    shutil.copytree(cfg.index_dir, cfg2.index_dir)
+    con = sqlite3.connect(cfg2.index_dir / qa.META_FILE)
+    con.execute("UPDATE info SET value = 'old-embedder' WHERE key = 'embedder'")
+    con.commit()
+    con.close()
+    with pytest.raises(qa.QAError, match="old-embedder.*rebuild"):
+        qa.CodeIndex.load(cfg2)
+    assert qa.build_index(cfg2, records, progress=False).embedded == stats.chunks
