@@ -34,7 +34,10 @@ def _storage_scheme(uri: str) -> str | None:
 def _check_work_dir(value: Any) -> Path:
     """The work folder as an absolute path, refused with the fix when it cannot hold the series' files."""
     raw = str(value)
-    path = Path(raw).expanduser()
+    try:
+        path = Path(raw).expanduser()
+    except RuntimeError:  # ~someone who has no account here
+        path = Path(raw)
     if raw.startswith("~") and str(path).startswith("~"):
         raise ConfigError(f"work_dir={raw!r}: no such user's home folder; give an existing folder's path.")
     path = path.resolve()

@@ -253,9 +253,9 @@ def test_awkward_trees_are_skipped_and_counted(tmp_path) -> None:
     (root / "loop_a").symlink_to(root / "loop_b")
     (root / "loop_b").symlink_to(root / "loop_a")
     deep = root
-    for _ in range(1100):
+    for _ in range(1100):  # one level at a time: os.makedirs itself recurses
         deep = deep / "d"
-    os.makedirs(deep)
+        deep.mkdir()
     (deep / "deep.py").write_text("y = 2\n")
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"sources: [{{name: awkward, local: {root}}}]\n")
