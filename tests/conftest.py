@@ -88,13 +88,14 @@ def series_runner(work_dir: Path) -> SeriesRunner:
 
 
 @pytest.fixture(scope="session")
-def tiny_index(tmp_path_factory: pytest.TempPathFactory):
-    """The tiny test corpus (tests/corpus.py) indexed once: (cfg, records, build stats)."""
+def tiny_index(tmp_path_factory: pytest.TempPathFactory, generator_dir: Path):
+    """The tiny test corpus (tests/corpus.py) indexed once: (cfg, records, build stats); models shared."""
     from helpers import qa
     from helpers.config import load_config
     from tests.corpus import write_corpus
 
     work = tmp_path_factory.mktemp("qa")
+    (work / "models").symlink_to(generator_dir.parent, target_is_directory=True)
     cfg = load_config(work_dir=str(work))
     records = write_corpus(work)
     stats = qa.build_index(cfg, records, progress=False)

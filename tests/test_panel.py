@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import panel, qa
-from helpers.config import load_config
-from tests.corpus import write_corpus
+from helpers import panel
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    work = tmp_path_factory.mktemp("panel")
-    cfg = load_config(work_dir=str(work))
-    qa.build_index(cfg, write_corpus(work), progress=False)
+def app(tiny_index):
+    cfg, _, _ = tiny_index
     return panel.build_panel(cfg, max_new_tokens=24)
 
 

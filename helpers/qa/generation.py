@@ -7,8 +7,11 @@ process or behind the step-5 HTTP server.
 
 from __future__ import annotations
 
+import json
+import queue
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from helpers import deploy, models
@@ -16,6 +19,8 @@ from helpers.config import WorkshopConfig
 from helpers.errors import ModelNotAvailable, QAError
 
 GENERATOR_CHOICES = ("base", "finetuned", "endpoint")
+ENGINES = ("openvino", "transformers")
+DEFAULT_ENGINE = "openvino"  # ~4x transformers fp32 on 2 cores, the same tokens (benchmarks/bench_answer.py)
 REPETITION_PENALTY = 1.1
 
 
@@ -104,6 +109,69 @@ class TransformersGenerator(_ChatTemplate):
             raise errors[0]
 
 
+class OpenVINOGenerator(_ChatTemplate):
+    """The model's int8 OpenVINO export run by openvino-genai: the fastest CPU engine measured for it.
+
+    The prompt is rendered and tokenized with the Hugging Face tokenizer (so the token ids are exactly those
+    transformers would see) and handed over as ids; pieces of text stream back through a callback.
+    """
+
+    def __init__(self, hf_folder: str, threads: int | None = None):
+        import openvino_genai as ov_genai
+
+        self.folder = str(models.prepare_openvino(hf_folder, progress=False))
+        self.tokenizer = load_tokenizer(hf_folder)
+        properties: dict[str, Any] = {"CACHE_DIR": str(Path(self.folder) / ".ov-cache")}
+        if threads:
+            properties["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.pipeline = ov_genai.LLMPipeline(self.folder, "CPU", **properties)
+        except RuntimeError as err:
+            raise ModelNotAvailable(f"the OpenVINO model in {self.folder} does not load ({str(err)[:160]}); delete "
+                                    "that folder and it is exported again.") from None
+        config = json.loads((Path(hf_folder) / "config.json").read_text())
+        self.max_positions = int(config.get("max_position_embeddings", 2048))
+        self._lock = threading.Lock()
+
+    def _config(self, max_new_tokens: int) -> Any:
+        config = self.pipeline.get_generation_config()
+        config.max_new_tokens = max_new_tokens
+        config.do_sample = False
+        config.repetition_penalty = REPETITION_PENALTY
+        config.eos_token_id = self.tokenizer.eos_token_id
+        config.stop_token_ids = {self.tokenizer.eos_token_id}
+        config.apply_chat_template = False  # the prompt is rendered already
+        return config
+
+    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
+        import numpy as np
+        import openvino as ov
+        import openvino_genai as ov_genai
+
+        ids = np.asarray([self.tokenizer(prompt, add_special_tokens=False).input_ids], dtype=np.int64)
+        inputs = ov_genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(np.ones_like(ids)))
+        pieces: queue.Queue[str | None] = queue.Queue()
+        errors: list[BaseException] = []
+
+        def on_text(piece: str) -> Any:
+            pieces.put(piece)
+            return ov_genai.StreamingStatus.RUNNING
+
+        def work() -> None:
+            try:
+                with self._lock:
+                    self.pipeline.generate(inputs, self._config(max_new_tokens), on_text)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread below
+                errors.append(err)
+            pieces.put(None)
+
+        threading.Thread(target=work, daemon=True).start()
+        while (piece := pieces.get()) is not None:
+            yield piece
+        if errors:
+            raise errors[0]
+
+
 class EndpointGenerator(_ChatTemplate):
     """The step-5 model server: the prompt is rendered here and sent to its /invocations route."""
 
@@ -127,8 +195,14 @@ def model_choices(cfg: WorkshopConfig) -> dict[str, str]:
 _GENERATORS: dict[tuple, Generator] = {}
 
 
-def generator(cfg: WorkshopConfig, choice: str = "base", endpoint_url: str = "") -> Generator:
-    """A cached generator: 'base' (the embedded model), 'finetuned' (step 4) or 'endpoint' (step 5's server)."""
+def generator(cfg: WorkshopConfig, choice: str = "base", endpoint_url: str = "",
+              engine: str = DEFAULT_ENGINE) -> Generator:
+    """A cached generator: 'base' (the embedded model), 'finetuned' (step 4) or 'endpoint' (step 5's server).
+
+    Local models run on ``engine``: 'openvino' (their int8 OpenVINO export, made once) or 'transformers'.
+    """
+    if engine not in ENGINES:
+        raise QAError(f"engine {engine!r} is unknown: use one of {', '.join(ENGINES)}.")
     if choice not in GENERATOR_CHOICES:
         raise QAError(f"model {choice!r} is unknown: use one of {', '.join(GENERATOR_CHOICES)}.")
     if choice == "endpoint":
@@ -139,7 +213,9 @@ def generator(cfg: WorkshopConfig, choice: str = "base", endpoint_url: str = "")
             _GENERATORS[key] = EndpointGenerator(endpoint_url, models.prepare_generator(cfg, progress=False))
         return _GENERATORS[key]
     folder = models.model_folder(cfg, choice)
-    key = ("local", folder)
+    weights = Path(folder) / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
+    key = (engine, folder, stamp)  # a re-converted model is a new generator
     if key not in _GENERATORS:
-        _GENERATORS[key] = TransformersGenerator(folder)
+        _GENERATORS[key] = OpenVINOGenerator(folder) if engine == "openvino" else TransformersGenerator(folder)
     return _GENERATORS[key]
