@@ -19,7 +19,9 @@ from helpers.qa.chain import (
     build_messages,
     check_question,
     defuse,
+    key_lines,
     lead_sentence,
+    see_also,
 )
 from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, file_hash
 from helpers.qa.embedding import Embedder, embedder
@@ -48,5 +50,5 @@ __all__ = [
     "NO_ANSWER", "SYSTEM_PROMPT", "Answer", "BuildStats", "Chunk", "CodeIndex", "CodeRetriever", "Embedder",
     "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "ask", "build_chain",
     "build_index", "build_messages", "check_question", "chunk_file", "code_tokens", "defuse", "embedder",
-    "file_hash", "generator", "hit_document", "lead_sentence", "load_index", "model_choices", "retriever",
+    "file_hash", "generator", "hit_document", "key_lines", "lead_sentence", "see_also", "load_index", "model_choices", "retriever",
 ]

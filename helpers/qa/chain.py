@@ -18,9 +18,11 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrou
 from helpers.errors import QAError
 from helpers.qa.chunking import Chunk
 from helpers.qa.generation import Generator
-from helpers.qa.search import DEFAULT_K, DEFAULT_MODE, CodeIndex, Hit, retriever
+from helpers.qa.search import DEFAULT_K, DEFAULT_MODE, CodeIndex, Hit, code_tokens, retriever
 
 ANSWER_FORMATS = ("symbol-first", "plain")
+QUOTE_LINES = 2  # lines of the best match quoted in the symbol-first answer
+SEE_ALSO = 3  # other retrieved symbols named at the end of a symbol-first answer
 MAX_QUESTION_CHARS = 4000
 MAX_NEW_TOKENS = 1024
 CONTEXT_TOKENS = 700
@@ -64,13 +66,53 @@ def build_messages(question: str, hits: list[Hit], tokenizer: Any,
             {"role": "user", "content": f"Code excerpts:\n{context}\n\nQuestion: {defuse(question)}"}]
 
 
-def lead_sentence(hits: list[Hit]) -> str:
-    """The symbol-first opening: the best-matching symbol, its location and docstring summary, from retrieval."""
+def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
+              weight: Callable[[str], float] | None = None) -> list[tuple[int, str]]:
+    """The ``n`` lines of a chunk that share the most (rare) words with the question, as (line number, text).
+
+    These are usually the signature or the docstring lines that hold the asked-for fact: a parameter, a default,
+    an error message. Words are weighted by ``weight`` (e.g. BM25's idf over the index), so shared rare words
+    count more than shared common ones.
+    """
+    wanted = set(code_tokens(question))
+    weight = weight or (lambda token: 1.0)
+    scored = []
+    for offset, line in enumerate(chunk.text.splitlines()):
+        text = line.strip()
+        if len(text) < 12 or text.startswith(("#!", "import ", "from ")):
+            continue
+        score = sum(weight(t) for t in wanted & set(code_tokens(text)))
+        if score > 0:
+            scored.append((score, -offset, chunk.start_line + offset, text))
+    best = sorted(scored, reverse=True)[:n]
+    return [(line_no, text if len(text) <= 200 else text[:199] + "…") for _, _, line_no, text in
+            sorted(best, key=lambda item: item[2])]
+
+
+def lead_sentence(hits: list[Hit], question: str = "", weight: Callable[[str], float] | None = None) -> str:
+    """The symbol-first opening, taken from the code: the best match's name and location, its docstring summary,
+    and the lines of it that share the most words with the question, each with its ``path:line``."""
     if not hits:
         return ""
     c = hits[0].chunk
     summary = defuse(c.docstring_summary())
-    return f"`{defuse(c.name)}` in {c.citation}" + (f": {summary}." if summary else ".") + "\n"
+    lead = f"`{defuse(c.name)}` ({c.citation})" + (f": {summary}." if summary else ".") + "\n"
+    for line_no, text in key_lines(c, question, weight=weight) if question else []:
+        if text.rstrip(".") not in summary:
+            lead += f"> {c.path}:{line_no}: {defuse(text)}\n"
+    return lead
+
+
+def see_also(hits: list[Hit], n: int = SEE_ALSO) -> str:
+    """The other retrieved symbols, each with its ``path:line`` (one per symbol, best first)."""
+    seen = {(hits[0].chunk.path, hits[0].chunk.name)} if hits else set()
+    items = []
+    for h in hits[1:]:
+        key = (h.chunk.path, h.chunk.name)
+        if key not in seen and len(items) < n:
+            seen.add(key)
+            items.append(f"`{defuse(h.chunk.name)}` ({h.chunk.citation})")
+    return ("See also: " + "; ".join(items) + ".") if items else ""
 
 
 @dataclass
@@ -129,11 +171,13 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
         return hits
 
     def lead(inputs: dict) -> str:
-        return lead_sentence(inputs["hits"]) if answer_format == "symbol-first" else ""
+        if answer_format != "symbol-first":
+            return ""
+        return lead_sentence(inputs["hits"], inputs["question"], weight=index.token_weight)
 
     def prompt(inputs: dict) -> str:
         messages = build_messages(inputs["question"], inputs["hits"], gen.tokenizer, context_tokens)
-        return gen.render(messages, inputs["lead"])
+        return gen.render(messages)
 
     def generate(inputs: dict) -> dict:
         if on_token and inputs["lead"]:
@@ -144,7 +188,11 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
             if on_token:
                 on_token(piece)
         model_text = "".join(pieces).strip()
-        return {"answer": (inputs["lead"] + model_text).strip(), "model_text": model_text}
+        tail = see_also(inputs["hits"]) if answer_format == "symbol-first" else ""
+        if on_token and tail:
+            on_token("\n" + tail)
+        return {"answer": "\n".join(p for p in (inputs["lead"].strip(), model_text, tail) if p),
+                "model_text": model_text}
 
     return (RunnablePassthrough.assign(hits=RunnableLambda(retrieve))
             | RunnablePassthrough.assign(lead=RunnableLambda(lead))

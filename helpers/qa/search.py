@@ -93,6 +93,10 @@ class CodeIndex:
                 self._bm25 = BM25Okapi([code_tokens(c.embed_text) for c in self.chunks])
         return self._bm25
 
+    def token_weight(self, token: str) -> float:
+        """How rare a word is in the index (BM25's idf; 0 for words in nearly every chunk or in none)."""
+        return max(0.0, float(self._bm25_index().idf.get(token, 0.0)))
+
     def dense(self, question: str, n: int) -> list[Hit]:
         pairs = self.store.similarity_search_with_score(question, k=min(n, len(self.chunks)))
         return [Hit(self.chunks[d.metadata["row"]], float(s)) for d, s in pairs]
