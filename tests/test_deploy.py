@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from helpers import deploy
+from helpers import deploy, runs
 from helpers.config import REPO_ROOT, load_config
 from helpers.errors import ModelNotAvailable
 
@@ -79,3 +79,21 @@ def test_server_is_stopped_when_python_exits(packaged) -> None:
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
     assert "UP True" in out.stdout, out.stderr[-2000:]
     assert not deploy.health(f"http://127.0.0.1:{port}") and deploy.port_is_free(port)
+
+
+def test_platform_deployment_yaml_is_what_mcli_accepts(tmp_path) -> None:
+    """deploy_llm.yaml, rendered for the platform, passes mcli's own inference-deployment config classes."""
+    from mcli.models.inference_deployment_config import FinalInferenceDeploymentConfig, InferenceDeploymentConfig
+
+    cfg = load_config(work_dir=tmp_path, backend="mcli", storage_root="s3://bucket/ws", cluster="r1z1",
+                      generator_model="mosaicml/mpt-7b")
+    spec = runs.render("deploy_llm.yaml", runs.workshop_values(cfg, "codebase-qa-llm",
+                                                               HF_OUTPUT_FOLDER="s3://bucket/ws/models/finetuned"))
+    final = FinalInferenceDeploymentConfig.finalize_config(InferenceDeploymentConfig.from_dict(spec))
+    api = final.to_create_deployment_api_input()["inferenceDeploymentInput"]
+    assert api["image"] == "mosaicml/inference:0.1.29" and api["replicas"] == 1
+    assert api["compute"]["gpus"] == 1 and api["compute"]["instance"] and api["compute"]["cluster"] == "r1z1"
+    assert api["model"]["downloadParameters"]["s3_path"] == "s3://bucket/ws/models/finetuned"
+    assert api["model"]["modelHandler"].endswith("MPTModelHandler")
+    assert api["model"]["modelParameters"]["model_name"] == "mosaicml/mpt-7b"
+    assert "<" not in json.dumps(api), "a placeholder is left"
