@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from helpers import runs
+from helpers import models, runs
 from helpers.config import WorkshopConfig
 from helpers.constants import FINETUNED_MODEL, NOTEBOOKS, READY_MARKER, run_first
 from helpers.errors import CheckpointError
@@ -145,7 +145,9 @@ def convert(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME, checkpoint: s
         values = {"CHECKPOINT_PATH": str(checkpoint or checkpoint_folder(cfg, run_name) + "/latest-rank0.pt"),
                   "HF_OUTPUT_FOLDER": target}
         return runs.run(CONVERT_YAML, cfg, f"convert-{run_name}", values=values, progress=progress)
-    return composer_to_hf(checkpoint or local_checkpoint(cfg, run_name), output, progress)
+    folder = composer_to_hf(checkpoint or local_checkpoint(cfg, run_name), output, progress)
+    models.prepare_openvino(folder, progress=progress)  # the fast form that steps 5 and 6 answer with
+    return folder
 
 
 def local_checkpoint(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> Path:

@@ -7,8 +7,11 @@ step (finetuning, conversion, serving, answering) loads like any other model.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from helpers.config import EMBEDDED_EMBEDDING, EMBEDDED_GENERATOR, WorkshopConfig
@@ -142,6 +145,22 @@ def model_folder(cfg: WorkshopConfig, choice: str = "auto") -> str:
 # ---------------------------------------------------------------------------------------------- the fast engine
 
 
+@contextlib.contextmanager
+def quiet_exporters() -> Iterator[None]:
+    """Silence the exporters' chatter (tracer warnings, per-layer tables, 'could not infer…' notes) for a block."""
+    loggers = [logging.getLogger(name) for name in ("optimum", "nncf", "sentence_transformers", "transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def openvino_dir(hf_folder: str | Path) -> Path:
     """Where the OpenVINO form of a Hugging Face model folder lives: a sibling ``<name>-openvino-int8``."""
     hf_folder = Path(hf_folder)
@@ -179,7 +198,7 @@ def prepare_openvino(hf_folder: str | Path, progress: bool = True) -> Path:
 
     nncf.set_log_level(logging.ERROR)  # its per-layer tables would flood the notebook
     steps = tqdm(total=2, desc=f"OpenVINO export of {hf_folder.name}", disable=not progress)
-    with staged_dir(out) as tmp:
+    with staged_dir(out) as tmp, quiet_exporters():
         steps.set_postfix_str("model (int8 weights)")
         model = OVModelForCausalLM.from_pretrained(str(hf_folder), export=True, use_cache=True, compile=False,
                                                    quantization_config=OVWeightQuantizationConfig(bits=8))

@@ -79,7 +79,8 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
     scored = []
     for offset, line in enumerate(chunk.text.splitlines()):
         text = line.strip()
-        if len(text) < 12 or text.startswith(("#!", "import ", "from ")):
+        if len(text) < 12 or text.startswith(("#!", "import ", "from ", "```")) or \
+                (chunk.path.endswith(".md") and text.startswith("#")):
             continue
         score = sum(weight(t) for t in wanted & set(code_tokens(text)))
         if score > 0:

@@ -33,7 +33,8 @@ class Embedder(Embeddings):
         from sentence_transformers import SentenceTransformer
 
         try:
-            model = SentenceTransformer(model_path, device="cpu", backend=backend)
+            with models.quiet_exporters():
+                model = SentenceTransformer(model_path, device="cpu", backend=backend)
         except (OSError, ValueError) as err:
             raise ModelNotAvailable(
                 f"the embedding model {name!r} does not load from {model_path} ({str(err).splitlines()[0][:160]}); "
@@ -79,7 +80,7 @@ def prepare_openvino_embedder(cfg: WorkshopConfig, progress: bool = True) -> Pat
         return out
     if progress:
         print(f"Exporting {cfg.embedding_model} to OpenVINO (once) …", flush=True)
-    with staged_dir(out) as tmp:
+    with staged_dir(out) as tmp, models.quiet_exporters():
         SentenceTransformer(str(source), device="cpu", backend="openvino").save_pretrained(str(tmp))
         write_json(tmp / READY_MARKER, stamp)
     return out

@@ -1,0 +1,38 @@
+"""The MLflow model that step 5 serves: the generator's OpenVINO export behind MLflow's pyfunc interface.
+
+MLflow loads this file as *model code* (``mlflow.pyfunc.save_model(python_model=<this file>)``), so the packaged
+model holds no pickle: the server reads this source and the OpenVINO files, nothing else. A request is a list of
+already rendered prompts; each gets a greedy completion (the prompt itself is not repeated in the answer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+ARTIFACT = "openvino_model"
+DEFAULTS = {"max_new_tokens": 64, "repetition_penalty": 1.1}
+
+
+class OpenVINOTextGenerator(PythonModel):
+    """Greedy text completion with openvino-genai's LLMPipeline."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        import openvino_genai as ov_genai
+
+        self.pipeline = ov_genai.LLMPipeline(context.artifacts[ARTIFACT], "CPU")
+
+    def predict(self, context: PythonModelContext, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
+        settings = {**DEFAULTS, **(params or {})}
+        config = self.pipeline.get_generation_config()
+        config.max_new_tokens = int(settings["max_new_tokens"])
+        config.repetition_penalty = float(settings["repetition_penalty"])
+        config.do_sample = False
+        config.apply_chat_template = False  # prompts arrive rendered
+        prompts = model_input.iloc[:, 0].tolist() if hasattr(model_input, "iloc") else list(model_input)
+        return [str(self.pipeline.generate(str(prompt), config)) for prompt in prompts]
+
+
+mlflow.models.set_model(OpenVINOTextGenerator())
