@@ -204,7 +204,7 @@ def _answers_cache_file(index: qa.CodeIndex, gen: Any, questions: list[EvalQuest
 
 
 def evaluate_answers(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion], label: str,
-                     mode: str = qa.DEFAULT_MODE, k: int = qa.DEFAULT_K, max_new_tokens: int = 64,
+                     mode: str = qa.DEFAULT_MODE, k: int = qa.DEFAULT_K, max_new_tokens: int = qa.DEFAULT_NEW_TOKENS,
                      answer_format: str = "symbol-first", progress: bool = True, reuse: bool = True) -> pd.DataFrame:
     """One row per question: keyword in the retrieved context / the answer / the model's own text, citation, seconds.
 

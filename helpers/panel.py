@@ -65,7 +65,7 @@ class QAPanel(widgets.VBox):
     """The question-answering panel; its child widgets are attributes so tests can drive them."""
 
     def __init__(self, cfg: WorkshopConfig, index: qa.CodeIndex | None = None, endpoint_url: str = "",
-                 model: str = "base", k: int = qa.DEFAULT_K, max_new_tokens: int = 64, mode: str = qa.DEFAULT_MODE):
+                 model: str = "base", k: int = qa.DEFAULT_K, max_new_tokens: int = qa.DEFAULT_NEW_TOKENS, mode: str = qa.DEFAULT_MODE):
         self.cfg = cfg
         self._index = index
         self._lock = threading.Lock()

@@ -326,3 +326,50 @@ def test_ports_and_urls_that_are_not_are_named() -> None:
         services.check_port(70000)
     with pytest.raises(DeployError, match="'not a url' is not a server URL"):
         deploy.query("not a url", "hi")
+
+
+# ---------------------------------------------------------------------------------------------- concurrency
+
+
+def test_two_forced_downloads_of_one_source_at_once_both_finish(tmp_path) -> None:
+    root = tmp_path / "src"
+    root.mkdir()
+    for i in range(400):
+        (root / f"f{i}.py").write_text(f"value = {i}\n" * 20)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"sources: [{{name: twice, local: {root}}}]\n")
+    work = tmp_path / "work"
+    script = (f"from helpers import repos\nfrom helpers.config import load_config\n"
+              f"repos.download_sources(load_config(work_dir={str(work)!r}, manifest={str(manifest)!r}), force=True, "
+              "progress=False)")
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    cfg = load_config(work_dir=work)
+    assert len(repos.read_index(cfg, "twice")) == 400
+    assert not [p.name for p in work.rglob(".*") if p.name.startswith((".tmp-", ".fetch-", ".old-"))]
+
+
+def test_two_index_builds_at_once_both_finish(tiny_index, tmp_path) -> None:
+    import threading
+
+    from helpers import qa
+
+    cfg, records, stats = tiny_index
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            qa.build_index(cfg, records, progress=False)
+        except BaseException as err:  # noqa: BLE001 - collected and asserted on below
+            errors.append(err)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert len(qa.CodeIndex.load(cfg)) == stats.chunks
+    assert not [p.name for p in cfg.work_dir.iterdir() if p.name.startswith((".tmp-", ".old-"))]

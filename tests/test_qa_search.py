@@ -33,3 +33,28 @@ def test_bad_search_settings_are_named(tiny_index, k, mode, message) -> None:
         index.search("download", k, mode)
     with pytest.raises(qa.QAError, match=message):
         qa.retriever(index, k, mode)
+
+
+def test_tests_and_examples_are_recognised() -> None:
+    from helpers.qa.search import is_test_or_example
+
+    assert is_test_or_example("tests/test_trainer.py") and is_test_or_example("streaming/tests/x.py")
+    assert is_test_or_example("examples/run.yaml") and is_test_or_example("pkg/foo_test.py")
+    assert not is_test_or_example("composer/trainer/trainer.py") and not is_test_or_example("contest/latest.py")
+
+
+def test_library_preference_reorders_but_never_hides(tiny_index) -> None:
+    cfg, _, _ = tiny_index
+    index = qa.CodeIndex.load(cfg)
+    baseline = index.search("shard download cache", 10, "hybrid")
+    for hit in baseline:  # pretend the best file is a test file
+        hit.chunk.path, original = "tests/" + hit.chunk.path, hit.chunk.path
+        break
+    try:
+        index.test_weight = 0.1
+        reranked = index.search("shard download cache", 10, "hybrid")
+        assert reranked[0].chunk is not baseline[0].chunk, "the test file should lose first place"
+        assert any(h.chunk is baseline[0].chunk for h in reranked), "but stay findable"
+    finally:
+        baseline[0].chunk.path = original
+        index.test_weight = 1.0

@@ -11,6 +11,7 @@
 from helpers.errors import QAError
 from helpers.qa.chain import (
     ANSWER_FORMATS,
+    DEFAULT_NEW_TOKENS,
     NO_ANSWER,
     SYSTEM_PROMPT,
     Answer,
@@ -46,7 +47,7 @@ from helpers.qa.search import (
 )
 
 __all__ = [
-    "ANSWER_FORMATS", "CHUNKER_VERSION", "DEFAULT_K", "DEFAULT_MODE", "INDEX_FILE", "META_FILE", "MODES",
+    "ANSWER_FORMATS", "DEFAULT_NEW_TOKENS", "CHUNKER_VERSION", "DEFAULT_K", "DEFAULT_MODE", "INDEX_FILE", "META_FILE", "MODES",
     "NO_ANSWER", "SYSTEM_PROMPT", "Answer", "BuildStats", "Chunk", "CodeIndex", "CodeRetriever", "Embedder",
     "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "ask", "build_chain",
     "build_index", "build_messages", "check_question", "chunk_file", "code_tokens", "defuse", "embedder",

@@ -28,11 +28,13 @@ MAX_NEW_TOKENS = 1024
 CONTEXT_TOKENS = 700
 NO_ANSWER = "I could not find this in the indexed code."
 
+# Chosen on the tuning half: asking for the name first made the model name the right symbol more often.
 SYSTEM_PROMPT = (
-    "You answer questions about a Python code base using only the numbered code excerpts given. "
-    "Answer in one or two sentences. Name the function or class that does it and quote its identifiers exactly. "
-    f"If the excerpts do not contain the answer, say: {NO_ANSWER}"
+    "You answer questions about a Python code base. Use only the numbered code excerpts. Begin your answer with "
+    "the exact name of the function, class or setting from the excerpts that answers the question, in backticks, "
+    f"then say in one sentence how it answers it. If the excerpts do not contain the answer, say: {NO_ANSWER}"
 )
+DEFAULT_NEW_TOKENS = 48  # one sentence; each new token costs ~27 ms on 2 cores with the OpenVINO engine
 
 
 def defuse(text: str) -> str:
@@ -158,7 +160,7 @@ def check_settings(max_new_tokens: Any, answer_format: Any) -> None:
 
 
 def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str = DEFAULT_MODE,
-                max_new_tokens: int = 64, answer_format: str = "symbol-first", context_tokens: int = CONTEXT_TOKENS,
+                max_new_tokens: int = DEFAULT_NEW_TOKENS, answer_format: str = "symbol-first", context_tokens: int = CONTEXT_TOKENS,
                 on_token: Callable[[str], None] | None = None, timing: dict[str, float] | None = None) -> Runnable:
     """The LangChain runnable: {question} -> retrieve k -> prompt -> generator -> {answer, model_text, hits}."""
     check_settings(max_new_tokens, answer_format)
@@ -202,7 +204,7 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
 
 
 def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mode: str = DEFAULT_MODE,
-        max_new_tokens: int = 64, answer_format: str = "symbol-first", context_tokens: int = CONTEXT_TOKENS,
+        max_new_tokens: int = DEFAULT_NEW_TOKENS, answer_format: str = "symbol-first", context_tokens: int = CONTEXT_TOKENS,
         on_token: Callable[[str], None] | None = None) -> Answer:
     """Answer one question; bad input, bad settings or an empty index raise QAError with the fix."""
     start = time.perf_counter()

@@ -35,13 +35,14 @@ class Embedder(Embeddings):
         try:
             with models.quiet_exporters():
                 model = SentenceTransformer(model_path, device="cpu", backend=backend)
+                dimension = int(model.get_sentence_embedding_dimension())
         except (OSError, ValueError) as err:
             raise ModelNotAvailable(
                 f"the embedding model {name!r} does not load from {model_path} ({str(err).splitlines()[0][:160]}); "
                 f"offline, use the embedded {EMBEDDED_EMBEDDING!r} (embedding_model setting) or a local folder.") from None
         model.max_seq_length = min(model.max_seq_length or max_tokens, max_tokens)
         self.model = model
-        self.dimension = int(model.get_sentence_embedding_dimension())
+        self.dimension = dimension
         self.signature = f"{name}/{backend}/{max_tokens}"
         self._lock = threading.Lock()
 
