@@ -279,16 +279,23 @@ def test_bad_manifests_are_refused_with_the_field(tmp_path, text, message) -> No
         repos.load_manifest(path)
 
 
-def test_sigterm_during_flattening_leaves_no_staging_folders(tmp_path) -> None:
+def _download_script(tmp_path: Path, name: str, files: int, force: bool = False) -> tuple[Path, str]:
+    """A local source of ``files`` small Python files, and a Python program that runs step 1 on it."""
     root = tmp_path / "src"
     root.mkdir()
-    for i in range(3000):
+    for i in range(files):
         (root / f"f{i}.py").write_text(f"value = {i}\n" * 50)
     manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"sources: [{{name: big, local: {root}}}]\n")
+    manifest.write_text(f"sources: [{{name: {name}, local: {root}}}]\n")
     work = tmp_path / "work"
     script = (f"from helpers import repos\nfrom helpers.config import load_config\n"
-              f"repos.download_sources(load_config(work_dir={str(work)!r}, manifest={str(manifest)!r}), progress=False)")
+              f"repos.download_sources(load_config(work_dir={str(work)!r}, manifest={str(manifest)!r}), "
+              f"force={force}, progress=False)")
+    return work, script
+
+
+def test_sigterm_during_flattening_leaves_no_staging_folders(tmp_path) -> None:
+    work, script = _download_script(tmp_path, "big", 3000)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT)
     deadline = time.monotonic() + 60
     while not any(p.name.startswith(".tmp-") for p in (work / "retrieval_data").glob(".*")) if \
@@ -332,16 +339,7 @@ def test_ports_and_urls_that_are_not_are_named() -> None:
 
 
 def test_two_forced_downloads_of_one_source_at_once_both_finish(tmp_path) -> None:
-    root = tmp_path / "src"
-    root.mkdir()
-    for i in range(400):
-        (root / f"f{i}.py").write_text(f"value = {i}\n" * 20)
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"sources: [{{name: twice, local: {root}}}]\n")
-    work = tmp_path / "work"
-    script = (f"from helpers import repos\nfrom helpers.config import load_config\n"
-              f"repos.download_sources(load_config(work_dir={str(work)!r}, manifest={str(manifest)!r}), force=True, "
-              "progress=False)")
+    work, script = _download_script(tmp_path, "twice", 400, force=True)
     procs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
