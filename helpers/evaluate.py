@@ -238,10 +238,12 @@ def compare_answers(index: qa.CodeIndex, questions: list[EvalQuestion], models: 
                     limit: int = 0, formats: Iterable[str] = ("symbol-first",), **ask_kwargs: Any) -> pd.DataFrame:
     """Answer rows for every available model in ``models`` and every answer format in ``formats``.
 
-    Uses the hand-written questions (all questions if there are none), the first ``limit`` of them when set.
+    Uses the hand-written questions (all questions if there are none); with ``limit``, the first ``limit`` of
+    each half, so the tuning and held-out figures stay comparable.
     """
     answer_set = [q for q in questions if q.origin == "hand"] or questions
-    answer_set = answer_set[:limit] if limit else answer_set
+    if limit:
+        answer_set = [q for half in HALVES for q in [x for x in answer_set if x.half == half][:limit]]
     available = qa.model_choices(index.cfg)
     settings = [(m, fmt) for m in models if m in available for fmt in formats]
     return pd.concat([evaluate_answers(index, qa.generator(index.cfg, m), answer_set, f"{m} / {fmt}",

