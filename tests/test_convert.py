@@ -3,6 +3,7 @@ generates offline; a missing or corrupt checkpoint is an error naming its path."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def test_checkpoint_converts_to_a_folder_that_loads_and_generates(tiny_cfg, tiny
     assert not (tmp_path / "finetuned.tmp").exists() and not list(Path.cwd().glob("tokenizer-save-dir-*"))
 
     # The weights are the trained ones from the checkpoint, not the base model's.
-    trained = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["model"]
+    trained = convert.load_checkpoint_safely(checkpoint)["state"]["model"]
     model = AutoModelForCausalLM.from_pretrained(folder)
     base = AutoModelForCausalLM.from_pretrained(models.prepare_generator(tiny_cfg, progress=False))
     name = "model.layers.0.self_attn.q_proj.weight"
@@ -33,6 +34,12 @@ def test_checkpoint_converts_to_a_folder_that_loads_and_generates(tiny_cfg, tiny
     code = "def f(a, b):\n    return {'a': a, \"b\": b}  # ok?\n"
     assert tokenizer.decode(tokenizer(code)["input_ids"]) == code
     assert tokenizer.eos_token == "<|im_end|>" and model.generation_config.eos_token_id == tokenizer.eos_token_id
+    # Set up for answering, not training: a training config says use_cache=False (every token would recompute
+    # the prompt); the converted folder keeps the KV cache on, EOS from the tokenizer, no BOS.
+    config = json.loads((folder / "config.json").read_text())
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert config["use_cache"] is True and generation.get("use_cache", True) is True
+    assert generation["eos_token_id"] == tokenizer.eos_token_id and generation.get("bos_token_id") is None
     answers = convert.generate(folder, convert.QUESTIONS[:1], max_new_tokens=12)
     assert len(answers) == 1 and answers[0].strip()
 

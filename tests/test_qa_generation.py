@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from helpers import qa
+from helpers.config import load_config
 from helpers.errors import ModelNotAvailable
 
 
-def test_unknown_or_missing_generators_are_named(tiny_index) -> None:
-    cfg, _, _ = tiny_index
+def test_unknown_or_missing_generators_are_named(tmp_path, generator_dir) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / generator_dir.name).symlink_to(generator_dir, target_is_directory=True)
+    cfg = load_config(work_dir=tmp_path)  # the base model only: step 4 has not run here
     with pytest.raises(qa.QAError, match="'gpt-5' is unknown"):
         qa.generator(cfg, "gpt-5")
     with pytest.raises(qa.QAError, match="needs the server's URL"):
