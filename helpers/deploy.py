@@ -52,10 +52,6 @@ def _load_pipeline_parts(folder: str):
     return model, tokenizer
 
 
-def _fingerprint(folder: str) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in sorted(Path(folder).iterdir()) if p.is_file()}
-
-
 def package_model(cfg: WorkshopConfig, folder: str, name: str = "") -> Path:
     """Package ``folder`` as an MLflow model under ``<models_dir>/mlflow/<name>`` (reused while unchanged).
 
@@ -67,7 +63,7 @@ def package_model(cfg: WorkshopConfig, folder: str, name: str = "") -> Path:
 
     name = name or Path(folder).name
     out = cfg.models_dir / "mlflow" / name
-    source = {"folder": str(Path(folder).resolve()), "files": _fingerprint(folder) if Path(folder).is_dir() else {},
+    source = {"folder": str(Path(folder).resolve()), "files": models.fingerprint(folder) if Path(folder).is_dir() else {},
               "engine": "openvino"}
     if read_json(out / READY_MARKER) == source:
         return out

@@ -167,8 +167,10 @@ def openvino_dir(hf_folder: str | Path) -> Path:
     return hf_folder.with_name(hf_folder.name + "-openvino-int8")
 
 
-def _fingerprint(folder: Path) -> dict[str, list[int]]:
-    """Size and modification time of each weight/config file: a re-written source makes the export stale."""
+def fingerprint(folder: str | Path) -> dict[str, list[int]]:
+    """Size and modification time of a model folder's weight/config files: a re-written folder makes its
+    exports and packages stale."""
+    folder = Path(folder)
     names = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json")
     return {n: [(folder / n).stat().st_size, (folder / n).stat().st_mtime_ns] for n in names if (folder / n).is_file()}
 
@@ -184,7 +186,7 @@ def prepare_openvino(hf_folder: str | Path, progress: bool = True) -> Path:
     if not (hf_folder / "config.json").is_file():
         raise ModelNotAvailable(f"{hf_folder} is not a Hugging Face model folder (no config.json): {run_first(0)}.")
     out = openvino_dir(hf_folder)
-    source = {"source": str(hf_folder.resolve()), "files": _fingerprint(hf_folder), "weights": "int8"}
+    source = {"source": str(hf_folder.resolve()), "files": fingerprint(hf_folder), "weights": "int8"}
     if read_json(out / READY_MARKER) == source:
         return out
 

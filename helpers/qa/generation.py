@@ -215,6 +215,8 @@ def generator(cfg: WorkshopConfig, choice: str = "base", endpoint_url: str = "",
     folder = models.model_folder(cfg, choice)
     weights = Path(folder) / "model.safetensors"
     stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
+    if not Path(folder).is_dir():
+        engine = "transformers"  # a Hub model (e.g. mosaicml/mpt-7b on a GPU machine) has no local folder to export
     key = (engine, folder, stamp)  # a re-converted model is a new generator
     if key not in _GENERATORS:
         _GENERATORS[key] = OpenVINOGenerator(folder) if engine == "openvino" else TransformersGenerator(folder)
