@@ -27,7 +27,10 @@ from tqdm.auto import tqdm
 from helpers import qa
 from helpers.config import REPO_ROOT, WorkshopConfig
 from helpers.errors import EvalSetError
-from helpers.files import read_json, write_json
+from helpers.files import read_json, write_json, write_text
+from helpers.qa.confidence import choose_threshold
+from helpers.qa.multipart import ask_multipart
+from helpers.scoring import contains_keyword
 
 EVAL_SET = REPO_ROOT / "data_manifests" / "eval_questions.yaml"
 HALVES = ("tuning", "held-out")
@@ -67,13 +70,7 @@ def assign_halves(questions: list[EvalQuestion], seed: int = 17) -> list[EvalQue
 def load_eval_set(path: Path = EVAL_SET, seed: int = 17) -> list[EvalQuestion]:
     """The hand-written questions of the evaluation file, with package and half; a bad entry names its field."""
     path = Path(path)
-    if not path.is_file():
-        raise EvalSetError(f"evaluation set {path} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise EvalSetError(f"{path} is not valid UTF-8 YAML: {err}") from None
-    entries = data.get("hand") if isinstance(data, dict) else None
+    entries = _eval_file(path).get("hand")
     if not isinstance(entries, list) or not entries:
         raise EvalSetError(f"{path}: needs a top-level 'hand:' list of questions.")
     out = []
@@ -81,12 +78,62 @@ def load_eval_set(path: Path = EVAL_SET, seed: int = 17) -> list[EvalQuestion]:
         where = f"{path.name}: hand[{i}]"
         if not isinstance(e, dict) or not isinstance(e.get("question"), str) or not e["question"].strip():
             raise EvalSetError(f"{where}: field 'question' must be a non-empty string.")
-        for name in ("files", "keywords"):
-            if not isinstance(e.get(name), list) or not e[name] or not all(isinstance(x, str) and x for x in e[name]):
-                raise EvalSetError(f"{where}: field '{name}' must be a non-empty list of strings.")
-        package = e.get("package") or package_of(e["files"][0])
-        out.append(EvalQuestion(e["question"].strip(), list(e["files"]), list(e["keywords"]), "hand", package))
+        files, keywords = _listed(e, "files", where), _listed(e, "keywords", where)
+        out.append(EvalQuestion(e["question"].strip(), files, keywords, "hand", e.get("package") or package_of(files[0])))
     return assign_halves(out, seed)
+
+
+@dataclass
+class MultiPartQuestion:
+    """A question asking several things; each part has its answering files and keywords."""
+
+    question: str
+    parts: list[EvalQuestion]
+    package: str = "multipart"
+    half: str = "tuning"
+
+
+def _eval_file(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise EvalSetError(f"evaluation set {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise EvalSetError(f"{path} is not valid UTF-8 YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise EvalSetError(f"{path}: needs a mapping with a 'hand:' list of questions at the top.")
+    return data
+
+
+def _listed(entry: Any, name: str, where: str) -> list[str]:
+    value = entry.get(name) if isinstance(entry, dict) else None
+    if not isinstance(value, list) or not value or not all(isinstance(x, str) and x for x in value):
+        raise EvalSetError(f"{where}: field '{name}' must be a non-empty list of strings.")
+    return list(value)
+
+
+def load_multipart(path: Path = EVAL_SET, seed: int = 17) -> list[MultiPartQuestion]:
+    """The ``multipart:`` questions of the evaluation file, split into halves like the hand-written ones."""
+    out = []
+    for i, e in enumerate(_eval_file(path).get("multipart") or []):
+        where = f"{Path(path).name}: multipart[{i}]"
+        parts = e.get("parts") if isinstance(e, dict) else None
+        if not isinstance(e.get("question"), str) or not isinstance(parts, list) or len(parts) < 2:
+            raise EvalSetError(f"{where}: needs a 'question' and a 'parts' list of at least two parts.")
+        out.append(MultiPartQuestion(e["question"].strip(), [
+            EvalQuestion(e["question"].strip(), _listed(p, "files", f"{where}.parts[{j}]"),
+                         _listed(p, "keywords", f"{where}.parts[{j}]"), "multipart", package_of(p["files"][0]))
+            for j, p in enumerate(parts)]))
+    return assign_halves(out, seed)
+
+
+def load_offtopic(path: Path = EVAL_SET, seed: int = 17) -> list[EvalQuestion]:
+    """The ``offtopic:`` questions (no answer in the index), split into halves."""
+    entries = _eval_file(path).get("offtopic") or []
+    if not all(isinstance(q, str) and q.strip() for q in entries):
+        raise EvalSetError(f"{Path(path).name}: every 'offtopic' entry must be a question (a non-empty string).")
+    return assign_halves([EvalQuestion(q.strip(), [], [], "offtopic", "offtopic") for q in entries], seed)
 
 
 def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
@@ -182,9 +229,6 @@ def retrieval_summary(rows: pd.DataFrame, ks: tuple[int, ...] = (1, 3, 5, 10),
     return rows.groupby(list(by)).apply(agg, include_groups=False).round(3)
 
 
-def contains_keyword(text: str, keywords: list[str]) -> bool:
-    low = text.lower()
-    return any(k.lower() in low for k in keywords)
 
 
 def _answers_cache_file(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion],
@@ -270,6 +314,82 @@ def example_answers(rows: pd.DataFrame, n: int = 3, seed: int = 17) -> list[str]
             mark = "✓" if r["answer keyword"] else "✗"
             out.append(f"[{setting}] {mark} Q: {r['question']}\n{r['answer']}\n")
     return out
+
+
+def evaluate_multipart(index: qa.CodeIndex, gen: Any, questions: list[MultiPartQuestion], progress: bool = True,
+                       **ask_kwargs: Any) -> pd.DataFrame:
+    """The plain chain against splitting into sub-questions, one row per question and setting.
+
+    A part counts as *answered* when one of its keywords is in the answer and as *cited* when the answer cites
+    one of its files; "all parts" needs every part.
+    """
+    rows = []
+    settings = (("plain", qa.ask), ("split", ask_multipart))
+    for q in tqdm(questions, desc="multi-part questions", disable=not progress):
+        for label, answer_fn in settings:
+            ans = answer_fn(index, gen, q.question, **ask_kwargs)
+            cited = {h.chunk.path for h in ans.hits if h.chunk.citation in ans.text}
+            answered = [contains_keyword(ans.text, p.keywords) for p in q.parts]
+            found = [bool(cited & set(p.files)) for p in q.parts]
+            rows.append({"setting": label, "half": q.half, "question": q.question, "answer": ans.text,
+                         "parts answered": sum(answered) / len(answered), "all parts answered": all(answered),
+                         "parts cited": sum(found) / len(found), "all parts cited": all(found),
+                         "seconds": ans.seconds})
+    return pd.DataFrame(rows)
+
+
+def multipart_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per half and setting: shares of parts answered, questions with every part answered / cited, p50 seconds."""
+    return rows.groupby(["half", "setting"], sort=False).agg(
+        **{"parts answered": ("parts answered", "mean"), "all parts answered": ("all parts answered", "mean"),
+           "parts cited": ("parts cited", "mean"), "all parts cited": ("all parts cited", "mean"),
+           "p50 s": ("seconds", "median"), "questions": ("question", "count")}).round(3)
+
+
+def evaluate_declining(index: qa.CodeIndex, on_topic: list[EvalQuestion], off_topic: list[EvalQuestion],
+                       threshold: float | None = None) -> tuple[pd.DataFrame, float]:
+    """Relevance of every question, the threshold (chosen on the tuning half unless given) and who is declined.
+
+    Returns one row per question (origin, half, relevance, declined) and the threshold used.
+    """
+    rows = []
+    for q in on_topic + off_topic:
+        rel = qa.relevance(index, q.question)
+        rows.append({"origin": "off-topic" if q.origin == "offtopic" else "on-topic", "half": q.half,
+                     "question": q.question, "relevance": round(rel.score, 3), "cosine": round(rel.cosine, 3),
+                     "unknown words": round(rel.unknown_share, 3)})
+    table = pd.DataFrame(rows)
+    if threshold is None:
+        tuning = table[table["half"] == "tuning"]
+        candidates = [round(0.20 + 0.01 * i, 2) for i in range(31)]
+        threshold = choose_threshold(tuning.loc[tuning["origin"] == "on-topic", "relevance"].tolist(),
+                                     tuning.loc[tuning["origin"] == "off-topic", "relevance"].tolist(), candidates)
+    table["declined"] = table["relevance"] < threshold
+    return table, threshold
+
+
+def declining_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Share declined per half and origin: high for off-topic questions, near zero for on-topic ones."""
+    return table.pivot_table(index="half", columns="origin", values="declined", aggfunc="mean").round(3)
+
+
+def write_reference_jsonl(questions: list[EvalQuestion], path: Path) -> Path:
+    """The questions in the reference repository's evaluation format: ``{"context": q, "continuation": keyword}``
+    lines, the continuation being each question's first keyword (usually the answering symbol)."""
+    lines = [json.dumps({"context": q.question, "continuation": q.keywords[0]}) for q in questions if q.keywords]
+    return write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def plot_relevance(table: pd.DataFrame, threshold: float, ax: Any = None) -> Any:
+    """Histogram of relevance for on- and off-topic questions, with the decline threshold."""
+    ax = ax or plt.subplots(figsize=(9, 3))[1]
+    for origin, group in table.groupby("origin"):
+        ax.hist(group["relevance"], bins=30, range=(-0.2, 0.9), alpha=0.6, label=origin)
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.2f}")
+    ax.set_xlabel("relevance of the question to the index")
+    ax.set_ylabel("questions")
+    ax.legend()
+    return ax
 
 
 def save_results(cfg: WorkshopConfig, **tables: pd.DataFrame) -> list[Path]:

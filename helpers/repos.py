@@ -1,10 +1,11 @@
 """Step 1: fetch the code bases named in a manifest and flatten each into plain text files with an index.
 
 A manifest (YAML in ``data_manifests/``) lists sources, each a git repository at a pinned commit or tag, a PyPI
-source distribution (``name==version``) or a local folder. Each source becomes ``retrieval_data/<name>/``: one
-``.txt`` file per kept file (collision-free flat names), ``index.jsonl`` mapping every text file back to its
-original path, size and line count (later steps cite ``path:line`` from it), and a completion marker written
-last. The folder is built under a temporary name and renamed, so an interrupted run never looks finished.
+source distribution (``name==version``), a local folder or documentation web pages (``helpers.webdocs``). Each
+source becomes ``retrieval_data/<name>/``: one ``.txt`` file per kept file or page (collision-free flat names),
+``index.jsonl`` mapping every text file back to its original path (a page: its URL), size and line count (later
+steps cite ``path:line`` from it, or a page's URL), and a completion marker written last. The folder is built
+under a temporary name and renamed, so an interrupted run never looks finished.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from helpers.config import REPO_ROOT, WorkshopConfig
 from helpers.constants import run_first
 from helpers.errors import ManifestError, SourceNotReady, SourceUnavailable
 from helpers.files import cleanup_on_terminate, read_json, replace_dir, write_json, write_text
+from helpers.webdocs import DocsSite, crawl, site_from_manifest
 
 INDEX_FILE = "index.jsonl"
 MARKER_FILE = ".complete.json"
@@ -42,7 +44,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 PYPI_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 GIT_URL_RE = re.compile(r"^(https?|ssh|git|file)://[^\s]+$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
-KINDS = ("git", "pypi", "local")
+KINDS = ("git", "pypi", "local", "docs")
 UNDECODABLE = ("replace", "skip")
 
 
@@ -51,12 +53,14 @@ class Source:
     """One manifest entry: where a code base comes from and the name of its folder in retrieval_data/."""
 
     name: str
-    kind: str  # 'git' | 'pypi' | 'local'
-    location: str  # git URL, 'name==version', or a folder
+    kind: str  # 'git' | 'pypi' | 'local' | 'docs'
+    location: str  # git URL, 'name==version', a folder, or the docs start page
     ref: str = ""  # git commit or tag (git only)
+    docs: DocsSite | None = None  # prefix and limits of a docs crawl (docs only)
 
-    def spec(self) -> dict[str, str]:
-        return {"kind": self.kind, "location": self.location, "ref": self.ref}
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"kind": self.kind, "location": self.location, "ref": self.ref}
+        return (spec | {"docs": asdict(self.docs)}) if self.docs else spec
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,12 @@ def load_manifest(path: str | Path) -> Manifest:
             raise ManifestError(f"{where}: give exactly one of the fields {', '.join(KINDS)} (found {kinds or 'none'}).")
         kind = kinds[0]
         value = entry[kind]
+        if kind == "docs":
+            if "ref" in entry:
+                raise ManifestError(f"{where}: field 'ref' only applies to git sources; remove it.")
+            site = site_from_manifest(value, where)
+            sources.append(Source(name=name, kind=kind, location=site.url, docs=site))
+            continue
         if not isinstance(value, str) or not value.strip():
             raise ManifestError(f"{where}: field '{kind}' must be a non-empty string.")
         value = value.strip()
@@ -272,6 +282,16 @@ def _count_lines(text: str) -> int:
     return text.count("\n") + (1 if text and not text.endswith("\n") else 0)
 
 
+def _write_flat(out: Path, rel: str, path: str, text: str, used: set[str], replaced: bool = False) -> dict[str, Any]:
+    """Write ``text`` as the flat file for ``rel`` in ``out``; its index row, cited as ``path``."""
+    name = _flat_name(rel, used)
+    # newline="" keeps \r\n and lone \r as they are, so line numbers and bytes match the original.
+    with open(out / name, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    return {"text_file": name, "path": path, "bytes": len(text.encode("utf-8")), "lines": _count_lines(text),
+            "replaced": replaced}
+
+
 def _resolved(path: Path) -> Path | None:
     """Where a link points, or None for a link loop or an unreadable target."""
     try:
@@ -354,15 +374,18 @@ def flatten(root: Path, out: Path, manifest: Manifest) -> tuple[list[dict[str, A
                 continue
             text, replaced = data.decode("utf-8", errors="replace"), True
             counts["replaced"] += 1
-        name = _flat_name(rel, used)
-        encoded = text.encode("utf-8")
-        # newline="" keeps \r\n and lone \r as they are, so line numbers and bytes match the original.
-        with open(out / name, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        rows.append({"text_file": name, "path": rel, "bytes": len(encoded), "lines": _count_lines(text),
-                     "replaced": replaced})
+        rows.append(_write_flat(out, rel, rel, text, used, replaced))
         counts["kept"] += 1
     return rows, counts
+
+
+def flatten_docs(site: DocsSite, name: str, out: Path) -> tuple[list[dict[str, Any]], Counter]:
+    """Crawl the docs source ``name`` into ``out``: one flat .txt per page, its URL as the path; rows and counts."""
+    result = crawl(site, name)
+    used: set[str] = set()
+    rows = [_write_flat(out, page.name, page.url, page.text, used) for page in result.pages]
+    counts = Counter({f"skipped: {reason}": n for reason, n in result.skipped.items()})
+    return rows, counts + Counter(kept=len(rows))
 
 
 def _report_from(name: str, status: str, rows: list[dict[str, Any]], counts: Counter, seconds: float) -> SourceReport:
@@ -390,8 +413,14 @@ def build_source(cfg: WorkshopConfig, source: Source, manifest: Manifest, force:
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{source.name}-", dir=cfg.retrieval_data_dir))
     fetch_dir = Path(tempfile.mkdtemp(prefix=f".fetch-{source.name}-", dir=cfg.work_dir))
     try:
-        root = _fetch(source, fetch_dir)
-        rows, counts = flatten(root, staging, manifest)
+        if source.docs is not None:
+            rows, counts = flatten_docs(source.docs, source.name, staging)
+        else:
+            rows, counts = flatten(_fetch(source, fetch_dir), staging, manifest)
+        if not rows and source.docs is not None:
+            raise SourceUnavailable(f"source {source.name!r}: no page kept from {source.location} (skipped: "
+                                    f"{dict(counts) or 'nothing found'}). Check fields 'docs.url' and 'docs.prefix', "
+                                    "and that robots.txt allows the pages.")
         if not rows:
             raise SourceUnavailable(f"source {source.name!r}: no file kept from {source.location} (endings "
                                     f"{', '.join(manifest.suffixes)}, up to {manifest.max_file_bytes:,} bytes; "

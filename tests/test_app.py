@@ -77,33 +77,43 @@ def _open_panel(browser, url):
     return page, dialogs
 
 
-def _ask(page, question: str, previous: str = "") -> str:
-    """Type a question, press Enter, wait until the answer is complete (and differs from ``previous``)."""
+def _ask(page, question: str) -> str:
+    """Type a question, press Enter, wait until its turn (a new one, at the bottom) is answered; its answer text."""
+    before = page.locator(".qa-turn").count()
     box = page.locator(".qa-question input, .qa-question textarea").first
     box.fill(question)
     box.press("Enter")
     page.wait_for_function(
-        """previous => {
+        """n => {
             const s = document.querySelector('.qa-state');
-            const a = document.querySelector('.qa-answer-text');
-            return s && s.dataset.state === 'done' && a && a.innerText.trim() && a.innerText !== previous;
-        }""", arg=previous, timeout=300_000)
-    return page.locator(".qa-answer-text").inner_text()
+            const a = document.querySelectorAll('.qa-turn .qa-answer-text');
+            return s && s.dataset.state === 'done' && a.length === n + 1 && a[n].innerText.trim();
+        }""", arg=before, timeout=300_000)
+    return page.locator(".qa-turn .qa-answer-text").nth(before).inner_text()
 
 
-def test_browser_asks_two_questions_and_sees_sources(voila, browser):
+def test_browser_asks_a_question_and_a_follow_up(voila, browser):
     page, dialogs = _open_panel(browser, voila.url + "/")
     first = _ask(page, "How do I write samples to a dataset in MDS format?")
-    sources = page.locator(".qa-source").all_inner_texts()
+    sources = page.locator(".qa-turn").first.locator(".qa-source").all_inner_texts()
     assert first.strip(), "no answer text"
     assert sources and all(SOURCE_RE.search(s) for s in sources), f"sources are not path:line: {sources}"
+    answer = page.locator(".qa-turn .qa-answer-text").first
+    assert answer.locator("code, pre").count() > 0, "the answer's Markdown was not rendered"
 
-    second = _ask(page, "How are shards downloaded from remote storage?", previous=first)
-    assert second.strip() and second != first
-    assert page.locator(".qa-answer-text").count() == 1, "the first answer was not replaced"
-    assert first not in page.locator("body").inner_text()
+    second = _ask(page, "and which compression does it support?")
+    turns = page.locator(".qa-turn")
+    assert second.strip() and turns.count() == 2, "the follow-up did not become a second turn"
+    assert turns.nth(0).is_visible() and turns.nth(1).is_visible(), "an earlier turn disappeared"
+    assert turns.nth(0).bounding_box()["y"] < turns.nth(1).bounding_box()["y"], "the newest turn is not at the bottom"
+    assert turns.nth(1).locator(".qa-followup").count() == 1, "the follow-up was not searched with the first question"
+    text = page.locator("body").inner_text()
+    assert first.strip().splitlines()[0] in text and "```" not in text, "raw Markdown on screen"
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTEFACTS / "qa_panel.png"), full_page=True)
+
+    page.locator(".qa-clear").first.click()
+    page.wait_for_function("() => document.querySelectorAll('.qa-turn').length === 0", timeout=30_000)
     assert not dialogs
 
 
@@ -118,6 +128,7 @@ def test_hostile_markup_is_shown_as_text(voila, browser):
     assert page.evaluate("window.__pwned === undefined"), "a script from the document ran"
     assert page.locator("img[src='x'], marquee, .qa-panel script").count() == 0, "document markup became elements"
     assert not dialogs, f"the page opened dialogs: {dialogs}"
+    assert "```" not in text, "raw Markdown on screen"
     page.screenshot(path=str(ARTEFACTS / "qa_panel_hostile.png"), full_page=True)
 
 

@@ -96,3 +96,36 @@ def test_answer_evaluation_is_reused_only_for_the_same_settings(tiny_index) -> N
         assert len(calls) == 2, "a different setting must answer again"
     finally:
         del gen.stream
+
+
+def test_multipart_and_offtopic_sets_load_in_halves(tmp_path) -> None:
+    multipart, offtopic = evaluate.load_multipart(), evaluate.load_offtopic()
+    assert len(multipart) >= 15 and all(len(q.parts) >= 2 for q in multipart)
+    assert {q.half for q in multipart} == set(evaluate.HALVES) == {q.half for q in offtopic}
+    assert len(offtopic) >= 30 and all(not q.files for q in offtopic)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hand: []\nmultipart:\n  - question: A and B?\n    parts:\n      - {files: [a.py], keywords: [a]}\n")
+    with pytest.raises(EvalSetError, match=r"multipart\[0\]: needs .* at least two parts"):
+        evaluate.load_multipart(bad)
+    bad.write_text("multipart:\n  - question: A and B?\n    parts:\n      - {files: [a.py], keywords: [a]}\n"
+                   "      - {files: [b.py]}\n")
+    with pytest.raises(EvalSetError, match=r"multipart\[0\].parts\[1\]: field 'keywords'"):
+        evaluate.load_multipart(bad)
+
+
+def test_declining_threshold_is_chosen_on_the_tuning_half(tiny_index) -> None:
+    index = qa.CodeIndex.load(tiny_index[0])
+    on = [evaluate.EvalQuestion(q, ["tiny/download.py"], ["x"], "hand", "tiny", half) for q, half in [
+        ("Which method deletes a cached shard to keep disk usage under the limit?", "tuning"),
+        ("How are the index files of several shard folders combined?", "tuning"),
+        ("How does the downloader copy a shard file from the bucket?", "held-out")]]
+    off = [evaluate.EvalQuestion(q, [], [], "offtopic", "offtopic", half) for q, half in [
+        ("Who painted the Mona Lisa?", "tuning"), ("How long should I boil an egg?", "tuning"),
+        ("Which planet has the most moons?", "held-out")]]
+    table, threshold = evaluate.evaluate_declining(index, on, off)
+    tuning = table[table["half"] == "tuning"]
+    on_scores = tuning.loc[tuning["origin"] == "on-topic", "relevance"]
+    off_scores = tuning.loc[tuning["origin"] == "off-topic", "relevance"]
+    assert off_scores.max() < threshold <= on_scores.min()  # separates the tuning half
+    summary = evaluate.declining_summary(table)
+    assert summary.loc["tuning", "off-topic"] == 1.0 and summary.loc["tuning", "on-topic"] == 0.0

@@ -6,6 +6,9 @@
 * ``search``     — dense, BM25 and hybrid search, and the LangChain retriever
 * ``generation`` — the ``Generator`` protocol and the models behind it
 * ``chain``      — the prompt, the LangChain chain, ``ask`` and ``Answer``
+* ``confidence`` — how close a question comes to the index, and declining when nothing is close enough
+* ``multipart``  — questions that ask several things: split, answer each part, combine
+* ``conversation`` — follow-up questions: what to search for when a question leans on the previous turn
 """
 
 from helpers.errors import QAError
@@ -25,6 +28,8 @@ from helpers.qa.chain import (
     see_also,
 )
 from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, file_hash
+from helpers.qa.confidence import DECLINE_THRESHOLD, Relevance, relevance
+from helpers.qa.conversation import cited_symbols, is_follow_up, retrieval_query
 from helpers.qa.embedding import Embedder, embedder
 from helpers.qa.generation import (
     EndpointGenerator,
@@ -34,6 +39,7 @@ from helpers.qa.generation import (
     model_choices,
 )
 from helpers.qa.index import INDEX_FILE, META_FILE, BuildStats, build_index, load_index
+from helpers.qa.multipart import ask_multipart, split_question
 from helpers.qa.search import (
     DEFAULT_K,
     DEFAULT_MODE,
@@ -50,6 +56,7 @@ __all__ = [
     "ANSWER_FORMATS", "DEFAULT_NEW_TOKENS", "CHUNKER_VERSION", "DEFAULT_K", "DEFAULT_MODE", "INDEX_FILE", "META_FILE", "MODES",
     "NO_ANSWER", "SYSTEM_PROMPT", "Answer", "BuildStats", "Chunk", "CodeIndex", "CodeRetriever", "Embedder",
     "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "ask", "build_chain",
-    "build_index", "build_messages", "check_question", "chunk_file", "code_tokens", "defuse", "embedder",
-    "file_hash", "generator", "hit_document", "key_lines", "lead_sentence", "see_also", "load_index", "model_choices", "retriever",
+    "build_index", "build_messages", "check_question", "chunk_file", "cited_symbols", "code_tokens", "defuse", "embedder",
+    "file_hash", "generator", "hit_document", "is_follow_up", "key_lines", "lead_sentence", "see_also", "load_index", "model_choices", "retriever",
+    "retrieval_query", "DECLINE_THRESHOLD", "Relevance", "relevance", "ask_multipart", "split_question",
 ]

@@ -17,6 +17,7 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrou
 
 from helpers.errors import QAError
 from helpers.qa.chunking import Chunk
+from helpers.qa.confidence import DECLINE_THRESHOLD, Relevance, decline_text, is_confident, relevance
 from helpers.qa.generation import Generator
 from helpers.qa.search import DEFAULT_K, DEFAULT_MODE, CodeIndex, Hit, code_tokens, retriever
 
@@ -102,7 +103,7 @@ def lead_sentence(hits: list[Hit], question: str = "", weight: Callable[[str], f
     lead = f"`{defuse(c.name)}` ({c.citation})" + (f": {summary}." if summary else ".") + "\n"
     for line_no, text in key_lines(c, question, weight=weight) if question else []:
         if text.rstrip(".") not in summary:
-            lead += f"> {c.path}:{line_no}: {defuse(text)}\n"
+            lead += f"> {c.line_citation(line_no)}: {defuse(text)}\n"
     return lead
 
 
@@ -128,6 +129,8 @@ class Answer:
     hits: list[Hit] = field(default_factory=list)
     retrieval_s: float = 0.0
     seconds: float = 0.0
+    declined: bool = False  # True when nothing indexed came close enough and the model was not asked
+    relevance: Relevance | None = None
 
     @property
     def sources(self) -> list[str]:
@@ -168,7 +171,7 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
 
     def retrieve(inputs: dict) -> list[Hit]:
         t0 = time.perf_counter()
-        hits = [doc.metadata["hit"] for doc in retrieve_docs.invoke(inputs["question"])]
+        hits = [doc.metadata["hit"] for doc in retrieve_docs.invoke(inputs.get("retrieval_query") or inputs["question"])]
         if timing is not None:
             timing["retrieval_s"] = time.perf_counter() - t0
         return hits
@@ -205,16 +208,30 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
 
 def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mode: str = DEFAULT_MODE,
         max_new_tokens: int = DEFAULT_NEW_TOKENS, answer_format: str = "symbol-first", context_tokens: int = CONTEXT_TOKENS,
-        on_token: Callable[[str], None] | None = None) -> Answer:
-    """Answer one question; bad input, bad settings or an empty index raise QAError with the fix."""
+        on_token: Callable[[str], None] | None = None, retrieval_query: str | None = None,
+        decline: bool = True, threshold: float = DECLINE_THRESHOLD) -> Answer:
+    """Answer one question; bad input, bad settings or an empty index raise QAError with the fix.
+
+    ``retrieval_query`` (e.g. ``conversation.retrieval_query`` for a follow-up) is searched instead of the
+    question; the model still reads ``question``. With ``decline``, a question whose relevance to the index is
+    below ``threshold`` gets a plain "not found" with the nearest sources instead of a generated answer.
+    """
     start = time.perf_counter()
     check_settings(max_new_tokens, answer_format)
     room = gen.max_positions - max_new_tokens - context_tokens - 200
     question = check_question(question, gen.tokenizer, room)
     if len(index) == 0:
         raise QAError("The index is empty: run step 1 and then qa.build_index(cfg).")
+    query = (retrieval_query or "").strip() or question
+    rel = relevance(index, query)
+    if decline and not is_confident(rel, threshold):
+        hits = index.search(query, k, mode)
+        text = decline_text(hits, rel, NO_ANSWER)
+        if on_token:
+            on_token(text)
+        return Answer(question, text, "", hits, 0.0, time.perf_counter() - start, declined=True, relevance=rel)
     timing: dict[str, float] = {}
     chain = build_chain(index, gen, k, mode, max_new_tokens, answer_format, context_tokens, on_token, timing)
-    out = chain.invoke({"question": question})
+    out = chain.invoke({"question": question, "retrieval_query": query})
     return Answer(question, out["result"]["answer"], out["result"]["model_text"], out["hits"],
-                  timing.get("retrieval_s", 0.0), time.perf_counter() - start)
+                  timing.get("retrieval_s", 0.0), time.perf_counter() - start, relevance=rel)

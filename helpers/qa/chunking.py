@@ -2,7 +2,8 @@
 
 Python is cut with its own parser (module-level code, each class head, each function or method), Markdown by
 headings, YAML by top-level keys, anything else into windows of lines. Every chunk keeps its source, path,
-qualified name and line range, so an answer can cite ``path:line``.
+qualified name and line range, so an answer can cite ``path:line``. A documentation page (its path is its URL,
+see ``helpers.webdocs``) is Markdown-like text cut by headings, and cited by its URL.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from helpers.pysource import docstring_of, first_sentence, module_name
 CHUNKER_VERSION = 4
 MAX_CHUNK_LINES = 60  # longer functions are split into windows of this many lines
 WINDOW_LINES = 40  # plain text files without structure
+URL_PREFIXES = ("http://", "https://")  # the path of a documentation page is its URL
 
 Span = tuple[int, int, str, str]  # first line, last line (1-based, inclusive), symbol, kind
 
@@ -41,7 +43,11 @@ class Chunk:
 
     @property
     def citation(self) -> str:
-        return f"{self.path}:{self.start_line}"
+        return self.line_citation(self.start_line)
+
+    def line_citation(self, line: int) -> str:
+        """Where ``line`` of this chunk is: ``path:line``, or the page URL for a documentation page."""
+        return self.path if self.path.startswith(URL_PREFIXES) else f"{self.path}:{line}"
 
     @property
     def embed_text(self) -> str:
@@ -179,7 +185,7 @@ def chunk_file(source: str, path: str, text: str) -> list[Chunk]:
             spans = _python_spans(text, path)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             spans = _window_spans(lines, module_name(path) or Path(path).name)
-    elif lower.endswith(".md"):
+    elif lower.endswith(".md") or lower.startswith(URL_PREFIXES):
         spans = _markdown_spans(lines)
     elif lower.endswith((".yaml", ".yml")):
         spans = _yaml_spans(lines)

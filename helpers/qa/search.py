@@ -109,6 +109,10 @@ class CodeIndex:
         """How rare a word is in the index (BM25's idf; 0 for words in nearly every chunk or in none)."""
         return max(0.0, float(self._bm25_index().idf.get(token, 0.0)))
 
+    def vocabulary(self) -> dict[str, float]:
+        """Every word (as ``code_tokens`` splits them) that occurs in some chunk, with its idf."""
+        return self._bm25_index().idf
+
     def dense(self, question: str, n: int) -> list[Hit]:
         pairs = self.store.similarity_search_with_score(question, k=min(n, len(self.chunks)))
         return [Hit(self.chunks[d.metadata["row"]], float(s)) for d, s in pairs]
