@@ -12,9 +12,10 @@ environment     step 0: machine and package checks
 models          the embedded models and the model folders of later steps
 repos           step 1: fetch sources and flatten them to text
 mds             step 2: text and JSONL to MDS
+mds_jobs        step 2 as MCLI jobs: stage the splits, run the conversion yamls here or on the platform
 qa_dataset      step 2: question/answer pairs from docstrings (or CoQA)
 runs            run an MCLI yaml here or on the platform
-finetune        step 3: LLM Foundry training and perplexity
+finetune        step 3: LLM Foundry training, perplexity and the answer keyword rate
 convert         step 4: Composer checkpoint to Hugging Face
 services        loopback background services
 deploy          step 5: serve the model over HTTP

@@ -35,8 +35,8 @@ QUESTIONS = (
 )
 
 
-__all__ = ["CheckpointError", "composer_to_hf", "convert", "finetuned_dir", "finetuned_perplexity", "is_ready",
-           "local_checkpoint", "side_by_side"]
+__all__ = ["CheckpointError", "composer_to_hf", "convert", "finetuned_dir", "finetuned_perplexity", "finetuned_scratch",
+           "is_ready", "local_checkpoint", "side_by_side"]
 
 
 def load_checkpoint_safely(checkpoint: str | Path) -> dict[str, Any]:
@@ -186,8 +186,16 @@ def side_by_side(base_path: str | Path, finetuned_path: str | Path,
                          "finetuned": generate(finetuned_path, questions, max_new_tokens)}).set_index("question")
 
 
+def finetuned_scratch(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> Path:
+    """The run's final checkpoint as a scratch Hugging Face folder, runs/<run_name>/hf-eval (converted once per checkpoint)."""
+    checkpoint = local_checkpoint(cfg, run_name)
+    scratch = cfg.runs_dir / run_name / "hf-eval"
+    marker = scratch / READY_MARKER
+    if not marker.is_file() or marker.stat().st_mtime < checkpoint.stat().st_mtime:
+        composer_to_hf(checkpoint, scratch, progress=False)
+    return scratch
+
+
 def finetuned_perplexity(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME, **kwargs: Any) -> float:
     """Perplexity of the run's final checkpoint, converted to a scratch Hugging Face folder in runs/<run_name>/."""
-    scratch = cfg.runs_dir / run_name / "hf-eval"
-    composer_to_hf(local_checkpoint(cfg, run_name), scratch, progress=False)
-    return perplexity(scratch, cfg, **kwargs)
+    return perplexity(finetuned_scratch(cfg, run_name), cfg, **kwargs)

@@ -246,7 +246,8 @@ def _cache_root(cfg: WorkshopConfig) -> Path:
     return root
 
 
-def _finish(cfg: WorkshopConfig, conversion: Conversion) -> Conversion:
+def record_conversion(cfg: WorkshopConfig, conversion: Conversion) -> Conversion:
+    """Remember a finished conversion in ``<work_dir>/mds/<dataset>.json`` (read by ``load_conversion``)."""
     write_json(_record_file(cfg, conversion.dataset), asdict(conversion))
     return conversion
 
@@ -277,7 +278,7 @@ def convert_documents(cfg: WorkshopConfig, dataset: str, keys: Sequence[str], lo
 
     produce = {split: producer(assignment[split]) for split in SPLITS}
     splits = _write_splits(cfg, dataset, TOKEN_COLUMNS, compression, produce, progress)
-    return _finish(cfg, Conversion(dataset, "tokens", params, splits, round(time.perf_counter() - start, 2)))
+    return record_conversion(cfg, Conversion(dataset, "tokens", params, splits, round(time.perf_counter() - start, 2)))
 
 
 def convert_text(cfg: WorkshopConfig, dataset: str = TEXT_DATASET, sources: Sequence[str] | None = None,
@@ -285,16 +286,24 @@ def convert_text(cfg: WorkshopConfig, dataset: str = TEXT_DATASET, sources: Sequ
                  compression: str | None = "zstd", keep_tail: bool = True, overwrite: bool = False,
                  progress: bool = True) -> Conversion:
     """Step 2 for the flattened code: every kept file of the completed sources into a 'tokens' MDS dataset."""
+    records, keys, content_sha = corpus(cfg, sources)
+    return convert_documents(cfg, dataset, keys, lambda i: records[i].read_text(), max_seq_len, fractions,
+                             compression, keep_tail, overwrite, progress,
+                             extra_params={"content_sha": content_sha})
+
+
+def corpus(cfg: WorkshopConfig, sources: Sequence[str] | None = None) -> tuple[list[repos.FileRecord], list[str], str]:
+    """The files of the completed sources (or ``sources``), their split keys ('source/path') and a content hash.
+
+    The hash covers every file's bytes, so reuse is decided on content, not names: an edited file makes a new
+    conversion.
+    """
     names = list(sources) if sources else repos.completed_sources(cfg)
     records = [r for name in names for r in repos.read_index(cfg, name)]
-    keys = [f"{r.source}/{r.path}" for r in records]
-    # Reuse keys on content, not names: an edited file makes a new conversion.
     content = hashlib.sha256()
     for r in records:
         content.update(hashlib.sha256(r.text_file.read_bytes()).digest())
-    return convert_documents(cfg, dataset, keys, lambda i: records[i].read_text(), max_seq_len, fractions,
-                             compression, keep_tail, overwrite, progress,
-                             extra_params={"content_sha": content.hexdigest()})
+    return records, [f"{r.source}/{r.path}" for r in records], content.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- JSONL
@@ -366,11 +375,6 @@ def convert_jsonl(cfg: WorkshopConfig, jsonl: str | Path, dataset: str, max_seq_
     """
     repos.check_name(dataset, "MDS dataset")
     records, style, skipped = read_jsonl(jsonl, on_error)
-    keys, seen = [], set()
-    for i, r in enumerate(records):
-        key = f"{r['source']}/{r['path']}" if isinstance(r.get("source"), str) and isinstance(r.get("path"), str) else f"#{i}"
-        keys.append(key)
-        seen.add(key)
     extra = {"jsonl": str(Path(jsonl).resolve()), "jsonl_sha": hashlib.sha256(Path(jsonl).read_bytes()).hexdigest(),
              "skipped_lines": skipped, "on_error": on_error}
     if style == "text":
@@ -382,18 +386,31 @@ def convert_jsonl(cfg: WorkshopConfig, jsonl: str | Path, dataset: str, max_seq_
     if not overwrite and (previous := _reusable(cfg, dataset, params)):
         return previous
     start = time.perf_counter()
-    groups = sorted(seen)
-    group_split = {groups[i]: split for split, idx in assign_splits(groups, cfg.seed, fractions).items() for i in idx}
+    keys, assignment = qa_splits(records, cfg.seed, fractions)
     produce = {}
     for split in SPLITS:
-        chosen = [i for i in range(len(records)) if group_split[keys[i]] == split]
+        chosen = assignment[split]
 
         def samples_of(st: SplitStats, chosen: list[int] = chosen):
             for i in chosen:
                 yield {"prompt": records[i]["prompt"], "response": records[i]["response"]}
         produce[split] = (len(chosen), [keys[i] for i in chosen], samples_of)
     splits = _write_splits(cfg, dataset, QA_COLUMNS, compression, produce, progress)
-    return _finish(cfg, Conversion(dataset, "prompt_response", params, splits, round(time.perf_counter() - start, 2)))
+    return record_conversion(cfg, Conversion(dataset, "prompt_response", params, splits, round(time.perf_counter() - start, 2)))
+
+
+def qa_splits(records: Sequence[dict[str, Any]], seed: int,
+              fractions: Sequence[float] = DEFAULT_FRACTIONS) -> tuple[list[str], dict[str, list[int]]]:
+    """Each record's split key and the record indices per split: by source file when records name one, else by line.
+
+    Records carrying 'source' and 'path' are grouped by that file, so all questions about one file land in one
+    split; the groups are assigned like files (``assign_splits``).
+    """
+    keys = [f"{r['source']}/{r['path']}" if isinstance(r.get("source"), str) and isinstance(r.get("path"), str)
+            else f"#{i}" for i, r in enumerate(records)]
+    groups = sorted(set(keys))
+    group_split = {groups[i]: split for split, idx in assign_splits(groups, seed, fractions).items() for i in idx}
+    return keys, {split: [i for i, key in enumerate(keys) if group_split[key] == split] for split in SPLITS}
 
 
 # ---------------------------------------------------------------------------------------------- reading back
@@ -461,13 +478,16 @@ def reconcat(cfg: WorkshopConfig, source: str, dataset: str, max_seq_len: int, c
     produce = {split: producer(split) for split in SPLITS}
     splits = _write_splits(cfg, dataset, TOKEN_COLUMNS, compression, produce, progress)
     params = {**previous.params, "max_seq_len": max_seq_len, "reconcat_of": source}
-    return _finish(cfg, Conversion(dataset, "tokens", params, splits, round(time.perf_counter() - start, 2)))
+    return record_conversion(cfg, Conversion(dataset, "tokens", params, splits, round(time.perf_counter() - start, 2)))
 
 
 def verify_text_split(cfg: WorkshopConfig, dataset: str, split: str, tokenizer=None) -> list[str]:
     """Decode a code-corpus split back into documents and compare them with the text files; return mismatched keys.
 
-    An empty list means every file of the split survived tokenizing, concatenating and writing exactly.
+    An empty list means every file of the split survived tokenizing, concatenating and writing exactly. A split
+    written by LLM Foundry's converter (the conversion yaml, ``helpers.mds_jobs``) is held to what that converter
+    promises: the files in the order it read them, line endings read in text mode (``\r\n`` becomes ``\n``),
+    and at most one sample's worth of tokens missing at the end.
     """
     conversion = load_conversion(cfg, dataset)
     if conversion is None or conversion.kind != "tokens":
@@ -475,12 +495,38 @@ def verify_text_split(cfg: WorkshopConfig, dataset: str, split: str, tokenizer=N
     tokenizer = tokenizer or load_tokenizer(cfg)
     stats = conversion.splits[split]
     texts = {f"{r.source}/{r.path}": r for r in repos.iter_records(cfg)}
+    if conversion.params.get("converter") == "yaml":
+        stream = np.concatenate(list(iter_split_tokens(cfg, dataset, split))).tolist()
+        return _verify_concatenated(tokenizer.decode(stream), stats.keys, texts, tokenizer,
+                                    int(conversion.params["max_seq_len"]))
     docs = split_documents(iter_split_tokens(cfg, dataset, split), tokenizer.eos_token_id)
     if len(docs) != len(stats.keys):
         return [f"{len(docs)} documents decoded, {len(stats.keys)} expected"]
     # Compared byte for byte with the files of step 1: line endings (\r\n, lone \r) and indentation included.
     return [key for key, ids in zip(stats.keys, docs, strict=True)
             if key not in texts or tokenizer.decode(ids).encode("utf-8") != texts[key].text_file.read_bytes()]
+
+
+def _verify_concatenated(decoded: str, keys: list[str], texts: dict[str, repos.FileRecord], tokenizer,
+                         max_seq_len: int) -> list[str]:
+    """Keys whose text (read in text mode, then EOS) is not where it belongs in ``decoded``; the tail may be cut."""
+    decoded = decoded.rstrip("\ufffd")  # a character cut in half by the last sample
+    position = 0
+    for n, key in enumerate(keys):
+        if key not in texts:
+            return [key]
+        part = texts[key].read_text().replace("\r\n", "\n").replace("\r", "\n") + tokenizer.eos_token
+        piece = decoded[position:position + len(part)]
+        if piece == part:
+            position += len(part)
+            continue
+        if position + len(piece) < len(decoded) or not part.startswith(piece):
+            return [key]
+        # The stream ends inside this file: what is missing must be less than one sample.
+        rest = part[len(piece):] + "".join(texts[k].read_text() + tokenizer.eos_token for k in keys[n + 1:])
+        missing = len(tokenizer(rest, add_special_tokens=False)["input_ids"])
+        return [] if missing <= max_seq_len else [f"{missing} tokens missing at the end (more than one sample)"]
+    return [] if position == len(decoded) else [f"{len(decoded) - position} characters decoded after the last file"]
 
 
 # ---------------------------------------------------------------------------------------------- looking at it

@@ -186,7 +186,8 @@ def questions_for(d: Definition) -> list[dict[str, Any]]:
     return out
 
 
-def _write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
+def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
+    """Write records as JSON lines (atomically), keeping non-ASCII text as it is."""
     write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
@@ -208,7 +209,7 @@ def build_qa_jsonl(cfg: WorkshopConfig, sources: list[str] | None = None, max_re
     counts["definitions"] = len(definitions)
     counts["records"] = len(qa)
     path = qa_path(cfg)
-    _write_jsonl(qa, path)
+    write_jsonl(qa, path)
     return path, counts
 
 
@@ -232,7 +233,7 @@ def coqa_to_jsonl(coqa_json: str | Path, out: str | Path, max_records: int | Non
         except (KeyError, TypeError):
             raise DataError(f"{coqa_json}: story {s} lacks 'story', 'questions' or 'answers' in CoQA's layout.") from None
     records = records[:max_records] if max_records is not None else records
-    _write_jsonl(records, Path(out))
+    write_jsonl(records, Path(out))
     return len(records)
 
 

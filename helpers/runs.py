@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,8 +46,9 @@ KNOWN_PLACEHOLDERS: dict[str, str] = {
     "BUCKET": "the bucket name (from an s3://, gs:// or oci:// storage_root)",
     "MODEL_NAME": "the model to train or serve (setting `generator_model`)",
     "DATA_NAME_MDS": "the MDS folder under <STORAGE_ROOT>/mds/ (argument data_name)",
-    "PATH_TO_TXT_FOLDER": "the folder of text files to convert (argument input_path)",
-    "PATH_TO_JSONL_FILE": "the JSONL file to convert (argument input_path)",
+    "PATH_TO_TXT_FOLDER": "the folder with train/, validation/, test/ of text files (staged by helpers.mds_jobs)",
+    "PATH_TO_JSONL_FOLDER": "the folder with train.jsonl, validation.jsonl, test.jsonl (staged by helpers.mds_jobs)",
+    "MAX_SEQ_LEN": "tokens per converted sample (argument max_seq_len)",
     "CHECKPOINT_PATH": "the Composer checkpoint to convert (argument checkpoint)",
     "HF_OUTPUT_FOLDER": "where the Hugging Face folder goes (argument output)",
     "MLFLOW_TRACKING_URI": "the MLflow tracking store (MLFLOW_TRACKING_URI, or file:// under work_dir locally)",
@@ -397,11 +399,13 @@ def finished_run(stamp: dict[str, Any], run_dir: Path) -> RunResult | None:
 
 def run(name: str | Path, cfg: WorkshopConfig, run_name: str, values: dict[str, Any] | None = None,
         overrides: dict[str, Any] | None = None, progress: bool = True, reuse: bool = False,
-        inputs: list[Path] | None = None, **submit_kwargs: Any) -> RunResult:
+        inputs: list[Path] | None = None, clear: list[Path] | None = None, **submit_kwargs: Any) -> RunResult:
     """Render ``name`` from the configuration and run it on ``cfg.backend``; the rendered yaml is kept in runs/.
 
     With ``reuse``, a local run whose rendered yaml and ``inputs`` files are unchanged since it last finished (and
     whose outputs are still there) is not run again: its saved result is returned, so a re-run costs nothing.
+    ``clear`` names local folders removed just before a local job starts (never when a finished run is reused),
+    for commands that refuse to write into a folder holding an earlier output.
     """
     if not isinstance(run_name, str) or not RUN_NAME_RE.match(run_name):
         raise RunSpecError(f"run_name={run_name!r} is not allowed: use letters, digits, '.', '_' or '-' (no '/', "
@@ -416,6 +420,8 @@ def run(name: str | Path, cfg: WorkshopConfig, run_name: str, values: dict[str, 
     write_yaml(spec, run_dir / "rendered.yaml")
     if cfg.backend == "local":
         (run_dir / RESULT_FILE).unlink(missing_ok=True)
+        for folder in clear or []:
+            shutil.rmtree(folder, ignore_errors=True)
         result = run_local(spec, run_dir, progress=progress)
         _save_result(result, stamp, run_dir)
         return result

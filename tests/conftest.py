@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 # Nothing may reach the Hugging Face Hub: every model is embedded in an installed package.
@@ -13,8 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from helpers import series  # noqa: E402
-from helpers.config import REPO_ROOT  # noqa: E402
+from helpers import repos, series  # noqa: E402
+from helpers.config import REPO_ROOT, load_config  # noqa: E402
 
 # Small parameters that make each notebook a smoke run of a minute or two on 2 cores.
 # Every notebook in notebooks/ must have an entry (tests/test_notebooks.py checks it).
@@ -100,3 +103,63 @@ def tiny_index(tmp_path_factory: pytest.TempPathFactory, generator_dir: Path):
     records = write_corpus(work)
     stats = qa.build_index(cfg, records, progress=False)
     return cfg, records, stats
+
+
+# Files that test exactness: indentation, tabs, \r\n, non-ASCII, no final newline, special-token text.
+TRICKY = {
+    "indent.py": "class A:\n    def f(self):\n\t\treturn  '<|im_end|>'   \n\n\n",
+    "crlf.py": "a = 1\r\nb = 2\r\n",
+    "unicode.md": "\u00dcn\u00efc\u00f6d\u00e9 \u4e2d\u6587 \U0001f642\n  leading spaces\n",
+    "trailing.txt": "no newline at the end   ",
+    "template.yaml": "chat: \"<|im_start|>user\\n{{ q }}<|im_end|>\"\nkey:   value\n",
+}
+
+
+def small_corpus(tmp_path: Path, models_dir: Path | None, n_extra: int = 30, **cfg_overrides):
+    """A work folder with one completed local source of tricky files (sharing the prepared model, if given)."""
+    root = tmp_path / "src"
+    (root / "pkg").mkdir(parents=True)
+    for name, text in TRICKY.items():
+        (root / name).write_bytes(text.encode("utf-8"))
+    rng = np.random.default_rng(0)
+    for i in range(n_extra):
+        body = "".join(f"{' ' * int(rng.integers(0, 9))}line_{i}_{j} = {int(rng.integers(0, 10**6))}\n"
+                       for j in range(int(rng.integers(1, 40))))
+        (root / "pkg" / f"mod_{i}.py").write_text(f'"""Module {i}."""\n{body}')
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(f"sources: [{{name: tricky, local: {root}}}]\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    if models_dir is not None:
+        (work / "models").symlink_to(models_dir)
+    cfg = load_config(work_dir=work, manifest=str(manifest), **cfg_overrides)
+    repos.download_sources(cfg, progress=False)
+    return cfg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Dummy object-store credentials, distinctive so a test can prove they never leave this machine.
+S3_SECRET = "moto-secret-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A real S3 API (moto's server) on 127.0.0.1, with dummy credentials, for the duration of one test."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {"S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield endpoint
+    finally:
+        server.stop()

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import finetune, runs
+from helpers import finetune, mds, mds_jobs, runs
 from helpers.config import load_config
+from tests.conftest import S3_SECRET, small_corpus
 
 TOKEN = "mcli-test-token-" + uuid.uuid4().hex
 
@@ -116,9 +117,7 @@ def test_finetune_is_submitted_with_the_yaml_fields(mapi, tmp_path, capsys) -> N
                             timeout_s=30)
     assert result.backend == "mcli" and result.status == "COMPLETED" and result.name == "ft-platform-abc1"
 
-    creates = [r for r in mapi.requests if "createRun(" in json.loads(r["body"])["query"]]
-    assert len(creates) == 1
-    submitted = json.loads(creates[0]["body"])["variables"]["createRunData"]["runInput"]
+    submitted = created_run(mapi)
     rendered = yaml.safe_load((cfg.runs_dir / "ft-platform" / "rendered.yaml").read_text())
     source = runs.load_spec(finetune.FINETUNE_YAML)
     assert submitted["runName"] == rendered["name"] == "ft-platform"
@@ -135,16 +134,32 @@ def test_finetune_is_submitted_with_the_yaml_fields(mapi, tmp_path, capsys) -> N
     assert "<" not in json.dumps(submitted), "a placeholder reached the platform"
     assert any("getRunsPaginated(" in json.loads(r["body"])["query"] for r in mapi.requests), "status never polled"
 
-    # The token travels only as the Authorization header: not in any body, other header, file or output.
+    assert_token_only_in_the_header(mapi, cfg, capsys)
+
+
+def created_run(mapi: FakeMapi) -> dict:
+    """The runInput of the one createRun request the stand-in received."""
+    creates = [r for r in mapi.requests if "createRun(" in json.loads(r["body"])["query"]]
+    assert len(creates) == 1
+    return json.loads(creates[0]["body"])["variables"]["createRunData"]["runInput"]
+
+
+def assert_token_only_in_the_header(mapi: FakeMapi, cfg, capsys, secrets: tuple[str, ...] = ()) -> None:
+    """The token travels only as the Authorization header: not in any body, other header, file or output.
+
+    ``secrets`` (object-store keys) appear nowhere at all.
+    """
     for request in mapi.requests:
         assert request["headers"]["Authorization"] == TOKEN
         others = {k: v for k, v in request["headers"].items() if k != "Authorization"}
-        assert TOKEN not in request["body"] and TOKEN not in json.dumps(others)
+        for secret in (TOKEN, *secrets):
+            assert secret not in request["body"] and secret not in json.dumps(others)
     for path in cfg.work_dir.rglob("*"):
         if path.is_file():
-            assert TOKEN not in path.read_text(errors="ignore"), f"token written to {path}"
+            text = path.read_text(errors="ignore")
+            assert not any(secret in text for secret in (TOKEN, *secrets)), f"a secret was written to {path}"
     out = capsys.readouterr()
-    assert TOKEN not in out.out + out.err
+    assert not any(secret in out.out + out.err for secret in (TOKEN, *secrets))
 
 
 def test_unfilled_placeholders_stop_before_submitting(mapi, tmp_path) -> None:
@@ -161,3 +176,67 @@ def test_missing_token_is_a_clear_error(mapi, tmp_path, monkeypatch) -> None:
     with pytest.raises(runs.RunSpecError, match=runs.TOKEN_VARIABLE):
         finetune.train(cfg, "mosaicml/mpt-7b", run_name="ft-platform", follow=False)
     assert mapi.requests == []
+
+
+def platform_corpus(tmp_path: Path, s3_endpoint: str):
+    """A small completed source, a platform configuration and its (moto) bucket."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="workshop-bucket")
+    return small_corpus(tmp_path, None, backend="mcli", storage_root="s3://workshop-bucket/qa", cluster="r1z1",
+                        generator_model="mosaicml/mpt-7b")
+
+
+def bucket_files(s3_endpoint: str, prefix: str) -> set[str]:
+    import boto3
+
+    listing = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket="workshop-bucket", Prefix=prefix)
+    return {o["Key"].removeprefix(prefix) for o in listing.get("Contents", [])}
+
+
+def filled(command: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        command = command.replace(f"<{name}>", value)
+    return command.strip()
+
+
+def test_text_conversion_is_submitted_with_its_files_in_the_bucket(mapi, s3_endpoint, tmp_path, capsys) -> None:
+    cfg = platform_corpus(tmp_path, s3_endpoint)
+    job = mds_jobs.convert_text_job(cfg, max_seq_len=2048, follow=False, poll_s=0.05, timeout_s=30)
+    assert job.result.backend == "mcli" and job.result.status == "COMPLETED" and job.result.name == "convert-codebase-abc1"
+
+    submitted = created_run(mapi)
+    source = runs.load_spec(mds_jobs.TEXT_YAML)
+    staged = f"s3://workshop-bucket/qa/staged/{job.staged.folder.name}"
+    assert submitted["runName"] == "convert-codebase" and submitted["image"] == source["image"]
+    assert submitted["compute"]["cluster"] == "r1z1" and submitted["compute"]["gpus"] == 0
+    assert submitted["command"] == filled(source["command"], {
+        "PATH_TO_TXT_FOLDER": staged, "STORAGE_ROOT": "s3://workshop-bucket/qa", "DATA_NAME_MDS": "codebase",
+        "MODEL_NAME": "mosaicml/mpt-7b", "MAX_SEQ_LEN": "2048"})
+    assert "<" not in json.dumps(submitted), "a placeholder reached the platform"
+    # The node reads the staged files from the bucket: every file, in the split the in-process conversion gives it.
+    keys = [k for split in mds.SPLITS for k in job.staged.keys[split]]
+    assignment = mds.assign_splits(keys, cfg.seed)
+    uploaded = bucket_files(s3_endpoint, f"qa/staged/{job.staged.folder.name}/")
+    assert uploaded == {f"{split}/{name}" for split in mds.SPLITS for name in job.staged.names[split]}
+    for split, idx in assignment.items():
+        assert sorted(job.staged.keys[split]) == sorted(keys[i] for i in idx)
+    assert_token_only_in_the_header(mapi, cfg, capsys, secrets=(S3_SECRET,))
+
+
+def test_jsonl_conversion_is_submitted_with_its_splits_in_the_bucket(mapi, s3_endpoint, tmp_path, capsys) -> None:
+    cfg = platform_corpus(tmp_path, s3_endpoint)
+    pairs = tmp_path / "qa.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"q{i}?", "response": f"a{i}", "source": "s", "path": f"f{i % 5}.py"})
+                             + "\n" for i in range(30)))
+    job = mds_jobs.convert_jsonl_job(cfg, pairs, "codebase_qa", follow=False, poll_s=0.05, timeout_s=30)
+    assert job.result.status == "COMPLETED" and job.result.name == "convert-codebase-qa-abc1"
+
+    submitted = created_run(mapi)
+    staged = f"s3://workshop-bucket/qa/staged/{job.staged.folder.name}"
+    assert submitted["command"] == filled(runs.load_spec(mds_jobs.JSONL_YAML)["command"], {
+        "PATH_TO_JSONL_FOLDER": staged, "STORAGE_ROOT": "s3://workshop-bucket/qa", "DATA_NAME_MDS": "codebase_qa"})
+    assert submitted["compute"]["cluster"] == "r1z1" and "<" not in json.dumps(submitted)
+    assert bucket_files(s3_endpoint, f"qa/staged/{job.staged.folder.name}/") == {f"{s}.jsonl" for s in mds.SPLITS}
+    assert sum(len(job.staged.keys[s]) for s in mds.SPLITS) == 30
+    assert_token_only_in_the_header(mapi, cfg, capsys, secrets=(S3_SECRET,))

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from helpers import mds, models, repos
+from helpers import mds, mds_jobs, models, repos
 from helpers.config import load_config
-
-TRICKY = {
-    "indent.py": "class A:\n    def f(self):\n\t\treturn  '<|im_end|>'   \n\n\n",
-    "crlf.py": "a = 1\r\nb = 2\r\n",
-    "unicode.md": "\u00dcn\u00efc\u00f6d\u00e9 \u4e2d\u6587 \U0001f642\n  leading spaces\n",
-    "trailing.txt": "no newline at the end   ",
-    "template.yaml": "chat: \"<|im_start|>user\\n{{ q }}<|im_end|>\"\nkey:   value\n",
-}
+from tests.conftest import small_corpus
 
 
 @pytest.fixture(scope="module")
@@ -26,27 +19,6 @@ def models_dir(work_dir: Path) -> Path:
     """The session's prepared generator folder, shared by the small corpora below."""
     models.prepare_generator(load_config(work_dir=work_dir))
     return work_dir / "models"
-
-
-def small_corpus(tmp_path: Path, models_dir: Path, n_extra: int = 30, **cfg_overrides):
-    """A work folder with one completed local source of tricky files, sharing the prepared model."""
-    root = tmp_path / "src"
-    (root / "pkg").mkdir(parents=True)
-    for name, text in TRICKY.items():
-        (root / name).write_bytes(text.encode("utf-8"))
-    rng = np.random.default_rng(0)
-    for i in range(n_extra):
-        body = "".join(f"{' ' * int(rng.integers(0, 9))}line_{i}_{j} = {int(rng.integers(0, 10**6))}\n"
-                       for j in range(int(rng.integers(1, 40))))
-        (root / "pkg" / f"mod_{i}.py").write_text(f'"""Module {i}."""\n{body}')
-    manifest = tmp_path / "manifest.yaml"
-    manifest.write_text(f"sources: [{{name: tricky, local: {root}}}]\n")
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "models").symlink_to(models_dir)
-    cfg = load_config(work_dir=work, manifest=str(manifest), **cfg_overrides)
-    repos.download_sources(cfg, progress=False)
-    return cfg
 
 
 def decoded_stream(cfg, dataset: str, split: str, tokenizer) -> str:
@@ -193,30 +165,6 @@ def test_text_jsonl_is_tokenized_like_files(tmp_path, models_dir):
         assert decoded_stream(cfg, "pretrain", split, tokenizer) == expected
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch):
-    """A real S3 API (moto's server) on 127.0.0.1, with dummy credentials, for the duration of one test."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for key, value in {"S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
-        monkeypatch.setenv(key, value)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-
-
 def test_object_store_output_reads_back_with_streaming(tmp_path, models_dir, s3_endpoint):
     import boto3
 
@@ -248,3 +196,64 @@ def test_notebook_round_trip_on_the_real_corpus(series_runner, work_dir):
     assert sum(s.documents for s in conv.splits.values()) == len(list(repos.iter_records(cfg)))
     qa = mds.load_conversion(cfg, "codebase_qa")
     assert qa is not None and qa.kind == "prompt_response" and all(s.samples for s in qa.splits.values())
+
+
+def qa_jsonl(path: Path, n: int = 40) -> Path:
+    """Prompt/response pairs about seven files (so all questions about one file land in one split)."""
+    path.write_text("".join(json.dumps({"prompt": f"What is q{i}?", "response": f" It is a{i}.", "source": "s",
+                                        "path": f"f{i % 7}.py"}) + "\n" for i in range(n)))
+    return path
+
+
+def test_text_yaml_runs_here_and_writes_what_llmfoundry_reads(tmp_path, models_dir):
+    """convert_txt_to_stream.yaml's own command, run by the local backend, on the staged splits (~1-2 min)."""
+    from llmfoundry.data.text_data import StreamingTextDataset
+
+    cfg = small_corpus(tmp_path, models_dir)
+    job = mds_jobs.convert_text_job(cfg, max_seq_len=16, progress=False)
+    assert job.result.backend == "local" and job.result.returncode == 0 and not job.result.reused
+    command = yaml.safe_load((cfg.runs_dir / "convert-codebase" / "rendered.yaml").read_text())["command"]
+    assert "<" not in command and f"--input-folder {job.staged.folder}/$split" in command
+    text = job.conversion(cfg)
+    assert text.params["converter"] == "yaml" and mds.check_conversion(text) == []
+    # Each file sits in the split the in-process conversion gives it.
+    keys = [f"{r.source}/{r.path}" for r in repos.iter_records(cfg)]
+    expected = {split: sorted(keys[i] for i in idx) for split, idx in mds.assign_splits(keys, cfg.seed).items()}
+    assert {split: sorted(stats.keys) for split, stats in text.splits.items()} == expected
+    tokenizer = mds.load_tokenizer(cfg)
+    for split, stats in text.splits.items():
+        data = StreamingTextDataset(tokenizer=tokenizer, max_seq_len=16, local=cfg.storage_path("mds", "codebase"),
+                                    split=split, shuffle=False, batch_size=1)
+        assert len(data) == stats.samples > 0 and all(data[i].shape == (16,) for i in range(len(data)))
+        # The files in LLM Foundry's reading order, text-mode newlines, less than one sample cut at the end.
+        assert mds.verify_text_split(cfg, "codebase", split, tokenizer) == []
+    # A second run with the same corpus and settings is the finished one, reused.
+    again = mds_jobs.convert_text_job(cfg, max_seq_len=16, progress=False)
+    assert again.result.reused and again.staged.folder == job.staged.folder and again.conversion(cfg).reused
+
+
+def test_jsonl_yaml_runs_here_and_splits_like_the_helper(tmp_path, models_dir):
+    """convert_jsonl_to_stream.yaml's own command on the staged pairs: the same splits as mds.convert_jsonl."""
+    from llmfoundry.data.finetuning.tasks import StreamingFinetuningDataset
+
+    cfg = small_corpus(tmp_path, models_dir, n_extra=0)
+    path = qa_jsonl(tmp_path / "qa.jsonl")
+    job = mds_jobs.convert_jsonl_job(cfg, path, "qa", progress=False)
+    assert job.result.returncode == 0 and (job.staged.folder / "validation.jsonl").is_file()
+    by_yaml = job.conversion(cfg)
+    by_helper = mds.convert_jsonl(cfg, path, "qa_helper", progress=False)
+    assert by_yaml.kind == "prompt_response" and mds.check_conversion(by_yaml) == []
+    tokenizer = mds.load_tokenizer(cfg)
+    for split in mds.SPLITS:
+        assert by_yaml.splits[split].keys == by_helper.splits[split].keys
+        written, helper = mds.open_split(cfg, "qa", split), mds.open_split(cfg, "qa_helper", split)
+        assert len(written) == by_yaml.splits[split].samples > 0
+        assert [(written[i]["prompt"], written[i]["response"]) for i in range(len(written))] == \
+            [(helper[i]["prompt"], helper[i]["response"]) for i in range(len(helper))]
+        tuned = StreamingFinetuningDataset(tokenizer=tokenizer, local=cfg.storage_path("mds", "qa"), split=split,
+                                           max_seq_len=64, shuffle=False, batch_size=1)
+        assert tokenizer.decode(tuned[0]["turns"][0]["labels"]).startswith(" It is a")
+    text_records = tmp_path / "text.jsonl"
+    text_records.write_text('{"text": "plain text goes through the text yaml"}\n')
+    with pytest.raises(mds.DataError, match="prompt/response"):
+        mds_jobs.stage_jsonl(cfg, text_records, "text")

@@ -157,3 +157,16 @@ def test_interrupt_stops_the_job_and_its_children(tmp_path: Path) -> None:
     assert time.time() - started < 30
     status = Path(f"/proc/{int(pid_file.read_text())}/status")
     assert not status.exists() or "zombie" in status.read_text(), "the job's background child survived"
+
+
+def test_clear_empties_old_outputs_before_a_run_but_not_on_reuse(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    job = _job(tmp_path, f"test ! -e {out}/old && mkdir -p {out} && date +%s%N > {out}/new", {"n": 1})
+    cfg = load_config(work_dir=tmp_path / "work")
+    out.mkdir()
+    (out / "old").write_text("an earlier output the command would refuse")
+    runs.run(job, cfg, "job6", progress=False, clear=[out])
+    written = (out / "new").read_text()
+    assert not (out / "old").exists()
+    assert runs.run(job, cfg, "job6", progress=False, reuse=True, clear=[out]).reused
+    assert (out / "new").read_text() == written, "a reused run must leave its outputs alone"
