@@ -22,9 +22,12 @@ DEFAULT_PORT = 8866
 
 
 def prepare(cfg: WorkshopConfig, progress: bool = True) -> None:
-    """Build whatever the panel needs and is missing: generator folder, step-1 sources, search index."""
-    print("1/3 generator model …", flush=True)
-    models.prepare_generator(cfg, progress=progress)
+    """Build whatever the panel needs and is missing: generator folder and its OpenVINO export, step-1 sources,
+    search index; so the first question is answered at once."""
+    print("1/3 generator model and its OpenVINO export …", flush=True)
+    folder = models.prepare_generator(cfg, progress=progress)
+    if cfg.generator_is_embedded:
+        models.prepare_openvino(folder, progress=progress)
     print("2/3 corpus (step 1) …", flush=True)
     if not repos.completed_sources(cfg):
         repos.download_sources(cfg, progress=progress)

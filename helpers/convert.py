@@ -167,11 +167,13 @@ def local_checkpoint(cfg: WorkshopConfig, run_name: str = DEFAULT_RUN_NAME) -> P
 
 
 def generate(model_path: str | Path, questions: tuple[str, ...] | list[str] = QUESTIONS,
-             max_new_tokens: int = 60) -> list[str]:
-    """Greedy answers of one model to each question, through its chat template (no retrieval)."""
-    from helpers.qa.generation import TransformersGenerator  # loads LangChain: only needed for this comparison
+             max_new_tokens: int = 60, engine: str = "openvino") -> list[str]:
+    """Greedy answers of one model to each question, through its chat template (no retrieval), on ``engine``:
+    the model's OpenVINO export (made once per model folder, as step 6 answers) or transformers."""
+    # Loads LangChain: only needed for this comparison.
+    from helpers.qa.generation import OpenVINOGenerator, TransformersGenerator
 
-    gen = TransformersGenerator(str(model_path))
+    gen = OpenVINOGenerator(str(model_path)) if engine == "openvino" else TransformersGenerator(str(model_path))
     return ["".join(gen.stream(gen.render([{"role": "user", "content": q}]), max_new_tokens)).strip()
             for q in questions]
 

@@ -32,3 +32,12 @@ def test_every_notebook_has_a_budget_and_the_summary_marks_overruns(tmp_path):
     fast = series.StepResult("00_setup.ipynb", 1.0, "ok", tmp_path)
     table = series.summary([slow, fast])
     assert "over budget" in table.splitlines()[2] and "over budget" not in table.splitlines()[3]
+
+
+def test_time_lines_state_the_measured_seconds_within_2x():
+    for path in series.notebooks():
+        stated = series.stated_seconds(path)
+        assert stated is not None, f"{path.name}: no 'Time on the defaults | about N s/min' line"
+        measured = series.MEASURED_S[path.name]
+        assert measured / 2 <= stated <= measured * 2, f"{path.name} says {stated:.0f} s, measured {measured} s"
+
