@@ -75,3 +75,7 @@ class QAError(WorkshopError, ValueError):
 
 class EvalSetError(WorkshopError, ValueError):
     """An evaluation file is malformed; the message names the entry and the field."""
+
+
+class BusyError(WorkshopError, OSError):
+    """Several processes kept writing the same folder at once; running the step again settles it."""

@@ -7,6 +7,7 @@ mix; staging names are unique per call, so two processes building the same thing
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from helpers.errors import BusyError
 
 
 def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
@@ -47,16 +50,31 @@ def read_json(path: str | Path) -> Any | None:
         return None
 
 
+SWAP_ATTEMPTS = 20
+
+
 def replace_dir(staging: Path, final: Path) -> None:
-    """Move a completed ``staging`` folder to ``final``, swapping out any previous ``final`` in one rename."""
+    """Move a completed ``staging`` folder to ``final``, swapping out any previous ``final`` in one rename.
+
+    Two writers may finish at once (two index builds, two forced downloads): whoever renames second finds
+    ``final`` already moved away, or back in place, and simply tries again, so the last one to finish wins and
+    nothing half-written is ever at ``final``.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if final.exists() or final.is_symlink():
+    for _ in range(SWAP_ATTEMPTS):
         old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
-        os.replace(final, old / final.name)
-    os.replace(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            if final.exists() or final.is_symlink():
+                with contextlib.suppress(FileNotFoundError):  # another writer moved it away first
+                    os.replace(final, old / final.name)
+            os.replace(staging, final)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # not "another writer's folder is back in place"
+                raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    raise BusyError(f"{final} kept changing while it was being replaced (other runs writing it?); run the step again.")
 
 
 @contextlib.contextmanager

@@ -349,6 +349,39 @@ def test_two_forced_downloads_of_one_source_at_once_both_finish(tmp_path) -> Non
     assert not [p.name for p in work.rglob(".*") if p.name.startswith((".tmp-", ".fetch-", ".old-"))]
 
 
+def test_many_writers_swapping_one_folder_at_once_all_finish(tmp_path) -> None:
+    import threading
+
+    from helpers.files import replace_dir
+
+    final = tmp_path / "index"
+    for round_ in range(20):
+        stagings = []
+        for n in range(6):
+            staging = tmp_path / f".tmp-{round_}-{n}"
+            staging.mkdir()
+            (staging / "writer.txt").write_text(str(n))
+            stagings.append(staging)
+        errors: list[BaseException] = []
+        start = threading.Barrier(len(stagings))
+
+        def swap(staging) -> None:
+            try:
+                start.wait()
+                replace_dir(staging, final)
+            except BaseException as err:  # noqa: BLE001 - collected and asserted on below
+                errors.append(err)
+
+        threads = [threading.Thread(target=swap, args=(s,)) for s in stagings]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors
+        assert (final / "writer.txt").read_text() in {str(n) for n in range(6)}  # one whole writer's folder
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["index"], "staging or old folders left behind"
+
+
 def test_two_index_builds_at_once_both_finish(tiny_index, tmp_path) -> None:
     import threading
 

@@ -110,7 +110,7 @@ def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str],
     """Chunks and vectors of the index already on disk, by file, when it was built the same way; else nothing."""
     try:
         chunks, index = load_index(cfg, emb)
-    except QAError:
+    except (QAError, FileNotFoundError):  # FileNotFoundError: another build swapped the folder while it was read
         return {}, None  # missing, unreadable or foreign: rebuild from scratch
     by_file: dict[tuple[str, str], list[tuple[Chunk, int]]] = {}
     for row, c in enumerate(chunks):
