@@ -158,13 +158,17 @@ def deploy_platform(cfg: WorkshopConfig, name: str, hf_folder: str) -> Any:
     """Create the platform deployment of ``mcli_yamls/deploy_llm.yaml`` with the ``mcli`` SDK (backend 'mcli').
 
     ``hf_folder`` is the Hugging Face folder in the object store (e.g. ``s3://bucket/workshop/models/finetuned``).
-    The API token is read from MOSAICML_API_TOKEN by the SDK and never printed.
+    The API token is read from MOSAICML_API_TOKEN, goes only into the SDK's request header and is never printed.
     """
     if cfg.backend != "mcli":
         raise DeployError("deploy_platform needs backend='mcli'; locally use start_server (as 05_deploy.ipynb does).")
-    if not os.environ.get(TOKEN_VARIABLE):
+    token = os.environ.get(TOKEN_VARIABLE, "")
+    if not token:
         raise DeployError(f"{TOKEN_VARIABLE} is not set: export it before starting Jupyter (see `mcli config`).")
     from mcli import InferenceDeploymentConfig, create_inference_deployment
+    from mcli.api.engine.engine import MAPIConnection
 
     spec = runs.render("deploy_llm.yaml", runs.workshop_values(cfg, name, HF_OUTPUT_FOLDER=hf_folder))
-    return create_inference_deployment(InferenceDeploymentConfig.from_dict(spec))
+    runs.platform_endpoint()  # a dead or malformed MOSAICML_API_ENDPOINT is named before anything is sent
+    with MAPIConnection(api_key=token):
+        return create_inference_deployment(InferenceDeploymentConfig.from_dict(spec))

@@ -365,14 +365,14 @@ def test_many_writers_swapping_one_folder_at_once_all_finish(tmp_path) -> None:
         errors: list[BaseException] = []
         start = threading.Barrier(len(stagings))
 
-        def swap(staging) -> None:
+        def swap(staging, start: threading.Barrier, errors: list[BaseException]) -> None:
             try:
                 start.wait()
                 replace_dir(staging, final)
             except BaseException as err:  # noqa: BLE001 - collected and asserted on below
                 errors.append(err)
 
-        threads = [threading.Thread(target=swap, args=(s,)) for s in stagings]
+        threads = [threading.Thread(target=swap, args=(s, start, errors)) for s in stagings]
         for t in threads:
             t.start()
         for t in threads:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import finetune, mds, mds_jobs, runs
+from helpers import deploy, finetune, mds, mds_jobs, runs
 from helpers.config import load_config
 from tests.conftest import S3_SECRET, small_corpus
 
@@ -29,6 +29,7 @@ class FakeMapi:
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.runs: dict[str, dict] = {}
+        self.deployments: list[dict] = []
         self.polls = 0
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -59,6 +60,17 @@ class FakeMapi:
             run = {"id": uuid.uuid4().hex, "name": run_input["runName"] + "-abc1", "input": run_input}
             self.runs[run["name"]] = run
             return {"data": {"createRun": [self._run_object(run, "PENDING")]}}  # MAPI answers with a list
+        if "createInferenceDeployment(" in query:
+            spec = variables["createInferenceDeploymentData"]["inferenceDeploymentInput"]
+            self.deployments.append(spec)
+            now = datetime.now(UTC).isoformat()
+            compute = spec.get("compute", {})
+            stored = {**spec, "cluster": compute.get("cluster", ""), "gpuType": "a100_80gb",
+                      "gpuNum": compute.get("gpus", 0)}  # MAPI echoes the input with the resolved compute
+            return {"data": {"createInferenceDeployment": [{  # MAPI answers with a list here too
+                "id": uuid.uuid4().hex, "name": spec["deploymentName"] + "-abc1", "inferenceDeploymentInput": stored,
+                "originalInferenceDeploymentInput": None, "status": "PENDING", "createdAt": now, "updatedAt": now,
+                "deletedAt": None, "publicDNS": "", "createdByEmail": "workshop@example.com"}]}}
         if "getRunsPaginated(" in query:
             self.polls += 1
             status = "RUNNING" if self.polls < 2 else "COMPLETED"
@@ -240,3 +252,13 @@ def test_jsonl_conversion_is_submitted_with_its_splits_in_the_bucket(mapi, s3_en
     assert bucket_files(s3_endpoint, f"qa/staged/{job.staged.folder.name}/") == {f"{s}.jsonl" for s in mds.SPLITS}
     assert sum(len(job.staged.keys[s]) for s in mds.SPLITS) == 30
     assert_token_only_in_the_header(mapi, cfg, capsys, secrets=(S3_SECRET,))
+
+
+def test_deployment_is_created_from_the_deploy_yaml(mapi, tmp_path, capsys) -> None:
+    cfg = platform_config(tmp_path)
+    created = deploy.deploy_platform(cfg, "codebase-qa-llm", "s3://workshop-bucket/qa/models/finetuned")
+    assert len(mapi.deployments) == 1 and created.name == "codebase-qa-llm-abc1" and created.status == "PENDING"
+    sent = json.dumps(mapi.deployments[0])
+    assert "mosaicml/inference:0.1.29" in sent and "s3://workshop-bucket/qa/models/finetuned" in sent
+    assert "mosaicml/mpt-7b" in sent and "r1z1" in sent and "<" not in sent, "a placeholder is left"
+    assert_token_only_in_the_header(mapi, cfg, capsys)
