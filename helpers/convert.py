@@ -20,7 +20,7 @@ from typing import Any
 from helpers import models, runs
 from helpers.config import WorkshopConfig
 from helpers.constants import FINETUNED_MODEL, NOTEBOOKS, READY_MARKER, run_first
-from helpers.errors import CheckpointError
+from helpers.errors import CheckpointError, ConfigError
 from helpers.files import staged_dir, write_json
 from helpers.finetune import DEFAULT_RUN_NAME, checkpoint_folder, latest_checkpoint, perplexity
 from helpers.models import finetuned_dir, is_ready
@@ -171,8 +171,10 @@ def generate(model_path: str | Path, questions: tuple[str, ...] | list[str] = QU
     """Greedy answers of one model to each question, through its chat template (no retrieval), on ``engine``:
     the model's OpenVINO export (made once per model folder, as step 6 answers) or transformers."""
     # Loads LangChain: only needed for this comparison.
-    from helpers.qa.generation import OpenVINOGenerator, TransformersGenerator
+    from helpers.qa.generation import ENGINES, OpenVINOGenerator, TransformersGenerator
 
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r} is unknown: use one of {', '.join(ENGINES)}.")
     gen = OpenVINOGenerator(str(model_path)) if engine == "openvino" else TransformersGenerator(str(model_path))
     return ["".join(gen.stream(gen.render([{"role": "user", "content": q}]), max_new_tokens)).strip()
             for q in questions]

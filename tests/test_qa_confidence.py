@@ -48,3 +48,11 @@ def test_threshold_chooser_prefers_no_wrong_declines() -> None:
     on, off = [0.5, 0.45, 0.38, 0.6], [0.1, 0.2, 0.3, 0.4]
     assert choose_threshold(on, off, [0.2, 0.3, 0.35, 0.39, 0.5]) == 0.35  # 0.39 would decline one real question
     assert choose_threshold(on, off, [0.2, 0.3, 0.35, 0.39, 0.5], wrong_decline_cost=0.1) == 0.5
+
+
+def test_one_answer_embeds_its_question_once(index) -> None:
+    emb = index.store.embedding_function
+    question = "Which method deletes a cached shard?"
+    first = emb.embed_query(question)
+    assert emb.embed_query(question) is first  # the relevance check and the search share one vector
+    assert first == emb.embed([question])[0].tolist()

@@ -24,6 +24,7 @@ from helpers.files import read_json, staged_dir, write_json
 EMBED_BATCH = 64
 EMBED_MAX_TOKENS = 128  # word pieces embedded per chunk: header, signature and docstring come first
 BACKENDS = ("openvino", "torch")
+QUERY_CACHE = 64  # question vectors kept
 
 
 class Embedder(Embeddings):
@@ -45,6 +46,7 @@ class Embedder(Embeddings):
         self.dimension = dimension
         self.signature = f"{name}/{backend}/{max_tokens}"
         self._lock = threading.Lock()
+        self._queries: dict[str, list[float]] = {}
 
     def embed(self, texts: list[str], on_progress: Callable[[int], object] | None = None) -> np.ndarray:
         """Normalized float32 vectors for ``texts`` (in their order), batched by length."""
@@ -64,7 +66,16 @@ class Embedder(Embeddings):
         return self.embed(list(texts)).tolist()
 
     def embed_query(self, text: str) -> list[float]:
-        return self.embed([text])[0].tolist()
+        """The question's vector, remembered for the last ``QUERY_CACHE`` questions: one answer searches the same
+        question twice (the relevance check, then hybrid search), and the panel asks again with new settings."""
+        vector = self._queries.get(text)
+        if vector is None:
+            vector = self.embed([text])[0].tolist()
+            with self._lock:
+                if len(self._queries) >= QUERY_CACHE:
+                    self._queries.pop(next(iter(self._queries)))
+                self._queries[text] = vector
+        return vector
 
 
 _EMBEDDERS: dict[str, Embedder] = {}
