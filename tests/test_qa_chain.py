@@ -34,7 +34,8 @@ def test_messages_fit_the_context_budget(tiny_index, gen) -> None:
 def test_answer_quotes_the_lines_that_hold_the_fact(tiny_index) -> None:
     cfg, _, _ = tiny_index
     index = qa.CodeIndex.load(cfg)
-    hits = index.search("Which method deletes a cached shard to stay under the cache limit?", 3, "bm25")
+    question = "Which method deletes a cached shard to stay under the cache limit?"
+    hits = index.search(question, 3, "bm25", per_file=0)
     assert hits[0].chunk.symbol == "ShardDownloader.evict"
     lead = qa.lead_sentence(hits, "Which method deletes a cached shard to stay under the cache limit?",
                             weight=index.token_weight)
@@ -44,7 +45,26 @@ def test_answer_quotes_the_lines_that_hold_the_fact(tiny_index) -> None:
     for line in quoted:  # every quote is the file's own line at the cited number
         number, text = line.removeprefix("> tiny/download.py:").split(": ", 1)
         assert source[int(number)] == text
-    assert "`" in qa.see_also(hits) and hits[0].chunk.name not in qa.see_also(hits)
+    also = qa.see_also(hits, question, weight=index.token_weight)
+    assert also.startswith("See also:\n- `") and f"`{hits[0].chunk.name}`" not in also
+    for line in (line for line in also.splitlines() if line.startswith("  > ")):  # the others' lines, also exact
+        number, text = line.removeprefix("  > tiny/download.py:").split(": ", 1)
+        assert source[int(number)] == text
+
+
+def test_search_takes_few_chunks_per_file(tiny_index) -> None:
+    cfg, _, _ = tiny_index
+    index = qa.CodeIndex.load(cfg)
+    question = "Which method deletes a cached shard to stay under the cache limit?"
+    unlimited = index.search(question, 6, "hybrid", per_file=0)
+    assert len({h.chunk.path for h in unlimited}) < len(unlimited), "the tiny corpus has several chunks per file"
+    for limit in (1, 2):
+        hits = index.search(question, 6, "hybrid", per_file=limit)
+        per_path = {p: sum(h.chunk.path == p for h in hits) for p in {h.chunk.path for h in hits}}
+        assert max(per_path.values()) <= limit
+        assert hits[0].chunk == unlimited[0].chunk  # the best chunk stays first
+        everything = [h.chunk for h in index.search(question, len(index), "hybrid", per_file=0)]
+        assert [h.chunk for h in hits] == [c for c in everything if c in [h.chunk for h in hits]], "order kept"
 
 
 def test_retrieved_text_never_becomes_chat_turns(gen) -> None:

@@ -14,6 +14,7 @@
 from helpers.errors import QAError
 from helpers.qa.chain import (
     ANSWER_FORMATS,
+    ANSWER_PER_FILE,
     DEFAULT_NEW_TOKENS,
     NO_ANSWER,
     SYSTEM_PROMPT,
@@ -23,6 +24,7 @@ from helpers.qa.chain import (
     build_messages,
     check_question,
     defuse,
+    excerpt,
     key_lines,
     lead_sentence,
     see_also,
@@ -53,10 +55,10 @@ from helpers.qa.search import (
 )
 
 __all__ = [
-    "ANSWER_FORMATS", "DEFAULT_NEW_TOKENS", "CHUNKER_VERSION", "DEFAULT_K", "DEFAULT_MODE", "INDEX_FILE", "META_FILE", "MODES",
+    "ANSWER_FORMATS", "ANSWER_PER_FILE", "DEFAULT_NEW_TOKENS", "CHUNKER_VERSION", "DEFAULT_K", "DEFAULT_MODE", "INDEX_FILE", "META_FILE", "MODES",
     "NO_ANSWER", "SYSTEM_PROMPT", "Answer", "BuildStats", "Chunk", "CodeIndex", "CodeRetriever", "Embedder",
     "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "ask", "build_chain",
-    "build_index", "build_messages", "check_question", "chunk_file", "cited_symbols", "code_tokens", "defuse", "embedder",
+    "build_index", "build_messages", "check_question", "chunk_file", "cited_symbols", "code_tokens", "defuse", "embedder", "excerpt",
     "file_hash", "generator", "hit_document", "is_follow_up", "key_lines", "lead_sentence", "see_also", "load_index", "model_choices", "retriever",
     "retrieval_query", "DECLINE_THRESHOLD", "Relevance", "relevance", "ask_multipart", "split_question",
 ]
