@@ -3,6 +3,8 @@
 ``python -m helpers.app`` (``make app``) first makes sure the panel has what it needs — the generator, the
 flattened sources and the search index, built on the embedded defaults when missing — printing progress in the
 terminal, so the browser never waits on a blank page. Then it serves the notebook on loopback until Ctrl-C.
+A first index is built lexical-first: the panel is served as soon as the chunks are in (BM25 answers), and the
+vectors for dense search are made while it runs; the panel switches to hybrid search when they land.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ APP_NOTEBOOK = NOTEBOOKS_DIR / NOTEBOOKS[8]
 DEFAULT_PORT = 8866
 
 
-def prepare(cfg: WorkshopConfig, progress: bool = True) -> None:
+def prepare(cfg: WorkshopConfig, progress: bool = True) -> bool:
     """Build whatever the panel needs and is missing: generator folder and its OpenVINO export, step-1 sources,
-    search index; so the first question is answered at once."""
+    search index. With no index yet, the index is built *lexical-first* (chunks and BM25 in seconds, no vectors)
+    and True is returned: call ``qa.build_index(cfg)`` once the panel is up to add the vectors."""
     print("1/3 generator model and its OpenVINO export …", flush=True)
     folder = models.prepare_generator(cfg, progress=progress)
     if cfg.generator_is_embedded:
@@ -31,8 +34,15 @@ def prepare(cfg: WorkshopConfig, progress: bool = True) -> None:
     print("2/3 corpus (step 1) …", flush=True)
     if not repos.completed_sources(cfg):
         repos.download_sources(cfg, progress=progress)
+    try:
+        qa.load_index(cfg)
+    except (WorkshopError, OSError):
+        print("3/3 search index, lexical first: the panel answers with BM25 while the vectors are made …", flush=True)
+        qa.build_index(cfg, progress=progress, embed=False)
+        return True
     print("3/3 search index (step 6; only new or changed files are embedded) …", flush=True)
     qa.build_index(cfg, progress=progress)
+    return False
 
 
 def kernel_environment(cfg: WorkshopConfig) -> dict[str, str]:
@@ -64,13 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(work_dir=args.work_dir, manifest=args.manifest)
         services.check_port(args.port)
-        prepare(cfg)
+        vectors_pending = prepare(cfg)
         app = serve(cfg, args.port)
     except WorkshopError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"\nThe QA panel is at {app.url}/  (Ctrl-C stops it; log: {app.log})", flush=True)
     try:
+        if vectors_pending:
+            print("Embedding the chunks for dense search; until this ends the panel answers with BM25 alone …",
+                  flush=True)
+            try:
+                qa.build_index(cfg)
+                print("Dense search ready: the panel uses hybrid search from its next question.", flush=True)
+            except WorkshopError as err:
+                print(f"error: dense search was not built ({err}); the panel keeps answering with BM25.",
+                      file=sys.stderr, flush=True)
         while app.running:
             time.sleep(1)
     except KeyboardInterrupt:

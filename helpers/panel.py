@@ -191,6 +191,14 @@ def question_html(question: str, query: str = "") -> str:
 
 # ---------------------------------------------------------------------------------------------- widgets
 
+
+def _index_stamp(cfg: WorkshopConfig) -> int:
+    """When the index on disk was last swapped in (0 when there is none): a newer one replaces a partial one."""
+    try:
+        return (cfg.index_dir / qa.META_FILE).stat().st_mtime_ns
+    except OSError:
+        return 0
+
 class Turn(widgets.VBox):
     """One question of the conversation with its (streamed) answer and its sources."""
 
@@ -234,6 +242,7 @@ class QAPanel(widgets.VBox):
                  multi_part: bool = False, decline: bool = True):
         self.cfg = cfg
         self._index = index
+        self._index_stamp = _index_stamp(cfg)
         self._lock = threading.Lock()
         self.busy = False
         self.done = threading.Event()
@@ -339,9 +348,10 @@ class QAPanel(widgets.VBox):
         return self.done.wait(timeout)
 
     def _load(self) -> tuple[qa.CodeIndex, Any]:
-        if self._index is None:
+        stamp = _index_stamp(self.cfg)
+        if self._index is None or (self._index.pending and stamp != self._index_stamp):  # the full index landed
             self.status.value = _state("working", "Loading the index…")
-            self._index = qa.CodeIndex.load(self.cfg)
+            self._index, self._index_stamp = qa.CodeIndex.load(self.cfg), stamp
         if self.model.value != "endpoint":
             self.status.value = _state("working", f"Loading the {self.model.value} model…")
         gen = qa.generator(self.cfg, self.model.value, endpoint_url=self.endpoint.value.strip())
@@ -371,8 +381,10 @@ class QAPanel(widgets.VBox):
             self.last_answer = ans
             seconds = time.perf_counter() - start
             turn.finish(ans, f"{seconds:.1f} s · {self.model.value} model")
+            lexical = (f" Lexical search only: {index.pending:,} chunks are still being embedded for dense search."
+                       if index.pending else "")
             self.status.value = _state("done", f"Answered in {seconds:.1f} s "
-                                               f"(retrieval {ans.retrieval_s * 1000:.0f} ms).")
+                                               f"(retrieval {ans.retrieval_s * 1000:.0f} ms).{lexical}")
         except WorkshopError as err:
             self.status.value = _state("error", str(err))
             if turn is not None:

@@ -85,6 +85,27 @@ def test_panel_answers_with_sources(app) -> None:
     assert app.question.value == "", "the box is not emptied for the next question"
 
 
+def test_panel_answers_from_a_lexical_first_index_and_picks_up_the_vectors(tiny_index, tmp_path) -> None:
+    from helpers.config import load_config
+    from tests.corpus import write_corpus
+
+    cfg, _, _ = tiny_index
+    cfg2 = load_config(work_dir=str(tmp_path))
+    (tmp_path / "models").symlink_to(cfg.models_dir, target_is_directory=True)
+    records = write_corpus(tmp_path)
+    qa.build_index(cfg2, records, progress=False, embed=False)
+    quick = panel.build_panel(cfg2, max_new_tokens=16)
+    quick.question.value = "Which method deletes a cached shard to stay under the cache limit?"
+    quick.ask_button.click()
+    assert quick.wait(300) and 'data-state="done"' in quick.status.value, quick.status.value
+    assert "Lexical search only" in quick.status.value and "ShardDownloader.evict" in quick.last_answer.text
+    qa.build_index(cfg2, records, progress=False)  # what `make app` does while the panel is up
+    quick.question.value = "How is a shard file copied from the bucket into the local cache?"
+    quick.ask_button.click()
+    assert quick.wait(300) and 'data-state="done"' in quick.status.value, quick.status.value
+    assert "Lexical search only" not in quick.status.value and quick._index.pending == 0
+
+
 def test_conversation_keeps_turns_and_answers_a_follow_up(app) -> None:
     app.clear()
     app.question.value = "Which method deletes a cached shard to stay under the cache limit?"

@@ -85,3 +85,24 @@ def test_index_of_another_embedder_is_detected_and_rebuilt(tiny_index, tmp_path)
     with pytest.raises(qa.QAError, match="old-embedder.*rebuild"):
         qa.CodeIndex.load(cfg2)
     assert qa.build_index(cfg2, records, progress=False).embedded == stats.chunks
+
+
+def test_lexical_first_build_answers_with_bm25_then_gets_its_vectors(tiny_index, tmp_path) -> None:
+    cfg, _, _ = tiny_index
+    cfg2 = load_config(work_dir=str(tmp_path))
+    (tmp_path / "models").symlink_to(cfg.models_dir, target_is_directory=True)
+    records = write_corpus(tmp_path)
+    quick = qa.build_index(cfg2, records, progress=False, embed=False)
+    assert quick.embedded == 0 and quick.chunks > 0
+    index = qa.CodeIndex.load(cfg2)
+    assert index.pending == len(index) == quick.chunks
+    question = "Which method deletes a cached shard to stay under the cache limit?"
+    hits = index.search(question, 3, "hybrid")
+    assert [h.chunk for h in hits] == [h.chunk for h in index.search(question, 3, "bm25")], "hybrid is BM25 alone"
+    assert hits[0].chunk.symbol == "ShardDownloader.evict"
+    full = qa.build_index(cfg2, records, progress=False)
+    assert full.embedded == full.chunks == quick.chunks and full.reused == 0, "zero vectors were reused"
+    index = qa.CodeIndex.load(cfg2)
+    assert index.pending == 0
+    vectors = index.store.index.reconstruct_n(0, len(index))
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)

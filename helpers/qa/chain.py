@@ -268,7 +268,7 @@ def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mod
         raise QAError("The index is empty: run step 1 and then qa.build_index(cfg).")
     query = (retrieval_query or "").strip() or question
     rel = relevance(index, query)
-    if decline and not is_confident(rel, threshold):
+    if decline and not index.pending and not is_confident(rel, threshold):  # no verdict on a half-built index
         hits = index.search(query, k, mode, ANSWER_PER_FILE)
         text = decline_text(hits, rel, NO_ANSWER)
         if on_token:

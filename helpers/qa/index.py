@@ -112,18 +112,24 @@ def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str],
         chunks, index = load_index(cfg, emb)
     except (QAError, FileNotFoundError):  # FileNotFoundError: another build swapped the folder while it was read
         return {}, None  # missing, unreadable or foreign: rebuild from scratch
+    vectors = index.reconstruct_n(0, index.ntotal) if index.ntotal else None
     by_file: dict[tuple[str, str], list[tuple[Chunk, int]]] = {}
     for row, c in enumerate(chunks):
         by_file.setdefault((c.source, c.path), []).append((c, row))
-    return by_file, index.reconstruct_n(0, index.ntotal) if index.ntotal else None
+    if vectors is not None:  # a file written by a lexical-first build has no vectors yet: embed it now
+        embedded = np.abs(vectors).sum(axis=1) > 0
+        by_file = {key: rows for key, rows in by_file.items() if all(embedded[r] for _, r in rows)}
+    return by_file, vectors
 
 
 def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None = None,
-                progress: bool = True) -> BuildStats:
+                progress: bool = True, embed: bool = True) -> BuildStats:
     """Index every file of step 1 (or ``records``) into ``cfg.index_dir``, re-embedding only changed files.
 
     A file whose text hash matches the saved index keeps its chunks and vectors; new or changed files are chunked
     and embedded; files that disappeared are dropped. The new index is written beside the old one and swapped in.
+    With ``embed=False`` (a *lexical-first* build, seconds instead of minutes) new chunks get no vectors yet: the
+    index answers with BM25 alone (``CodeIndex.pending``) until a normal build embeds them.
     """
     import faiss
 
@@ -155,7 +161,7 @@ def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None 
     vectors = np.zeros((len(all_chunks), emb.dimension), dtype="float32")
     if kept_rows:
         vectors[: len(kept)] = old_vectors[kept_rows]
-    if fresh:
+    if fresh and embed:
         with tqdm(total=len(fresh), desc="Embedding chunks", unit="chunk", disable=not progress) as bar:
             vectors[len(kept):] = emb.embed([c.embed_text for c in fresh], on_progress=bar.update)
 
@@ -164,5 +170,5 @@ def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None 
     with staged_dir(cfg.index_dir) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         _write_meta(tmp / META_FILE, index_info(cfg, emb), all_chunks)
-    return BuildStats(files=len(seen_files), chunks=len(all_chunks), embedded=len(fresh), reused=len(kept),
+    return BuildStats(files=len(seen_files), chunks=len(all_chunks), embedded=len(fresh) if embed else 0, reused=len(kept),
                       removed_files=len(set(old_chunks) - seen_files), seconds=round(time.perf_counter() - start, 2))

@@ -33,7 +33,7 @@ DEFAULT_K = 5  # chunks an answer reads; with two per file at most, the best ans
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 FUSION_WEIGHTS = (0.5, 1.0)  # dense, BM25 in hybrid search: best recall@5 on the tuning half (0.88)
 TEST_WEIGHT = 0.5  # how much a chunk from tests/ or examples/ counts against library code (tuning half)
-PER_FILE = 1  # chunks of one file in the results: one file cannot crowd out the others (tuning half: r@5 0.89 -> 0.95)
+PER_FILE = 1  # chunks of one file in the results: one file cannot crowd out the others (tuning half, k=5: r@5 0.89 -> 0.95)
 TEST_PARTS = ("tests", "test", "testing", "examples", "example", "benchmarks")
 
 _STOP = frozenset("""a an and are as at be by for from how i if in is it its of on or that the this to what when where
@@ -92,6 +92,9 @@ class CodeIndex:
         self.weights = FUSION_WEIGHTS
         self.test_weight = TEST_WEIGHT
         self.per_file = PER_FILE
+        # Chunks without a vector yet (a lexical-first build, see build_index): hybrid search uses BM25 alone.
+        vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else np.ones((0, 1))
+        self.pending = int((np.abs(vectors).sum(axis=1) == 0).sum())
 
     @classmethod
     def load(cls, cfg: WorkshopConfig) -> CodeIndex:
@@ -141,7 +144,8 @@ class CodeIndex:
         if not self.chunks:
             raise QAError("the index is empty: rebuild it with qa.build_index(cfg) after step 1.")
         pool = max(4 * k, 30)
-        rankings = {"dense": [self.dense(question, pool)] if mode in ("dense", "hybrid") else [],
+        dense = mode == "dense" or (mode == "hybrid" and not self.pending)
+        rankings = {"dense": [self.dense(question, pool)] if dense else [],
                     "bm25": [self.bm25(question, pool)] if mode in ("bm25", "hybrid") else []}
         weights = {"dense": self.weights[0], "bm25": self.weights[1]}
         fused: dict[int, float] = {}
