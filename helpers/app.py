@@ -12,28 +12,40 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from helpers import models, panel, qa, repos, services
 from helpers.config import WorkshopConfig, load_config
 from helpers.constants import NOTEBOOKS
 from helpers.errors import ServiceError, WorkshopError
+from helpers.files import cleanup_on_terminate
 from helpers.series import NOTEBOOKS_DIR
 
 APP_NOTEBOOK = NOTEBOOKS_DIR / NOTEBOOKS[8]
 DEFAULT_PORT = 8866
 
 
+def _corpus_and_embedder(cfg: WorkshopConfig) -> None:
+    """Step 1's sources and the embedder's OpenVINO export: mostly reading and writing files, so they run beside
+    the generator's conversion, which keeps the cores busy."""
+    if not repos.completed_sources(cfg):
+        repos.download_sources(cfg, progress=False)
+    qa.embedder(cfg)
+    print("   corpus and embedder ready", flush=True)
+
+
 def prepare(cfg: WorkshopConfig, progress: bool = True) -> bool:
     """Build whatever the panel needs and is missing: generator folder and its OpenVINO export, step-1 sources,
     search index. With no index yet, the index is built *lexical-first* (chunks and BM25 in seconds, no vectors)
     and True is returned: call ``qa.build_index(cfg)`` once the panel is up to add the vectors."""
-    print("1/3 generator model and its OpenVINO export …", flush=True)
-    folder = models.prepare_generator(cfg, progress=progress)
-    if cfg.generator_is_embedded:
-        models.prepare_openvino(folder, progress=progress)
-    print("2/3 corpus (step 1) …", flush=True)
-    if not repos.completed_sources(cfg):
-        repos.download_sources(cfg, progress=progress)
+    print("1/3 generator model and its OpenVINO export; beside it, 2/3 the corpus (step 1) and the embedder …",
+          flush=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        side = pool.submit(_corpus_and_embedder, cfg)
+        folder = models.prepare_generator(cfg, progress=progress)
+        if cfg.generator_is_embedded:
+            models.prepare_openvino(folder, progress=progress)
+        side.result()  # its error, if any, is raised here
     try:
         qa.load_index(cfg)
     except (WorkshopError, OSError):
@@ -81,17 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"\nThe QA panel is at {app.url}/  (Ctrl-C stops it; log: {app.log})", flush=True)
     try:
-        if vectors_pending:
-            print("Embedding the chunks for dense search; until this ends the panel answers with BM25 alone …",
-                  flush=True)
-            try:
-                qa.build_index(cfg)
-                print("Dense search ready: the panel uses hybrid search from its next question.", flush=True)
-            except WorkshopError as err:
-                print(f"error: dense search was not built ({err}); the panel keeps answering with BM25.",
-                      file=sys.stderr, flush=True)
-        while app.running:
-            time.sleep(1)
+        with cleanup_on_terminate():  # `kill` or a closed terminal stops Voilà too, as Ctrl-C does
+            if vectors_pending:
+                print("Embedding the chunks for dense search; until this ends the panel answers with BM25 alone …",
+                      flush=True)
+                try:
+                    qa.build_index(cfg)
+                    print("Dense search ready: the panel uses hybrid search from its next question.", flush=True)
+                except WorkshopError as err:
+                    print(f"error: dense search was not built ({err}); the panel keeps answering with BM25.",
+                          file=sys.stderr, flush=True)
+            while app.running:
+                time.sleep(1)
     except KeyboardInterrupt:
         print("stopping …")
     finally:

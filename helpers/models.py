@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,20 +146,27 @@ def model_folder(cfg: WorkshopConfig, choice: str = "auto") -> str:
 # ---------------------------------------------------------------------------------------------- the fast engine
 
 
+_EXPORT_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def quiet_exporters() -> Iterator[None]:
-    """Silence the exporters' chatter (tracer warnings, per-layer tables, 'could not infer…' notes) for a block."""
+    """Silence the exporters' chatter (tracer warnings, per-layer tables, 'could not infer…' notes) for a block.
+
+    One block at a time in a process: TorchScript tracing (under every OpenVINO export) and the warning filters
+    are not thread-safe, and ``make app`` prepares the embedder beside the generator."""
     loggers = [logging.getLogger(name) for name in ("optimum", "nncf", "sentence_transformers", "transformers")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+    with _EXPORT_LOCK:
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 def openvino_dir(hf_folder: str | Path) -> Path:

@@ -141,3 +141,29 @@ def test_port_in_use_is_a_clear_error(app_config):
         with pytest.raises(services.ServiceError, match="already in use"):
             app.serve(app_config, port=s.getsockname()[1])
 
+
+
+def test_make_app_stops_voila_when_it_is_killed(app_config):
+    """`python -m helpers.app` (what `make app` runs) stops its Voilà server on SIGTERM, as on Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = services.free_port()
+    env = {**os.environ, **app.kernel_environment(app_config)}
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.app", "--port", str(port)], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "The QA panel is at" in line:
+                break
+        assert not services.port_is_free(port), "the panel was announced but nothing listens"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while not services.port_is_free(port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert services.port_is_free(port), "Voilà kept running after the app was killed"
+    finally:
+        proc.kill()

@@ -70,7 +70,7 @@ def excerpt(chunk: Chunk, question: str, weight: Callable[[str], float] | None =
     summary = chunk.docstring_summary()
     if summary:
         body += f'\n    """{summary}"""'
-    extra = [text for _, text in key_lines(chunk, question, lines, weight) if text not in body]
+    extra = [text for _, text in key_lines(chunk, question, lines, weight) if text.rstrip("…") not in body]
     if extra:
         body += "\n    ...\n" + "\n".join("    " + text for text in extra)
     return body
