@@ -26,9 +26,9 @@ BUDGET_S = {"00_setup.ipynb": 70, "01_download_repos.ipynb": 20, "02_convert_to_
 # Seconds each step took in the last measured `make workshop` from an empty work folder (2-core AMD EPYC, 24 GB,
 # 2026-11-28; 03, 04 and 07 measured again after their defaults were cut, 03 and 04 then training and converting
 # anew). Each notebook's "Time on the defaults" line states its figure; a test keeps them within 2x.
-MEASURED_S = {"00_setup.ipynb": 118, "01_download_repos.ipynb": 22, "02_convert_to_mds.ipynb": 29,
-              "03_finetune.ipynb": 159, "04_convert_to_hf.ipynb": 78, "05_deploy.ipynb": 41,
-              "06_retrieval_qa.ipynb": 152, "07_evaluate.ipynb": 146, "08_qa_panel.ipynb": 17}
+MEASURED_S = {"00_setup.ipynb": 137, "01_download_repos.ipynb": 20, "02_convert_to_mds.ipynb": 27,
+              "03_finetune.ipynb": 197, "04_convert_to_hf.ipynb": 102, "05_deploy.ipynb": 40,
+              "06_retrieval_qa.ipynb": 172, "07_evaluate.ipynb": 145, "08_qa_panel.ipynb": 21}
 SUMMARY_FILE = "summary.json"
 _TIME_LINE = re.compile(r"\*\*Time on the defaults\*\* \| about (\d+(?:\.\d+)?) (s|min)\b")
 
