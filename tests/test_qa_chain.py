@@ -114,3 +114,17 @@ def test_ask_answers_with_sources(tiny_index, gen) -> None:
     assert plain.text == plain.model_text
     odd = qa.ask(index, gen, "How is a shard \ud800 downloaded?", max_new_tokens=4)  # a lone surrogate
     assert odd.question == "How is a shard ? downloaded?" and odd.hits
+
+
+def test_excerpt_is_the_signature_the_summary_and_the_matching_lines() -> None:
+    source = ('import os\n\n\ndef evict(self, shard: int, keep: bool = False) -> None:\n'
+              '    """Delete a cached shard to stay under the cache limit.\n\n    Args:\n'
+              '        shard (int): which shard to delete\n        keep (bool): leave the index entry\n    """\n'
+              '    total = 1\n    os.remove(self.cache_path(shard))\n')
+    chunk = next(c for c in qa.chunk_file("t", "t/cache.py", source) if c.symbol == "evict")
+    text = qa.excerpt(chunk, "Which call removes a shard file at its cache path?")
+    lines = text.splitlines()
+    assert lines[0] == "def evict(self, shard: int, keep: bool = False) -> None:"
+    assert lines[1] == '    """Delete a cached shard to stay under the cache limit"""'
+    assert "    os.remove(self.cache_path(shard))" in lines and "total = 1" not in text
+    assert len(lines) == len(set(lines)), "a line is shown twice"
