@@ -47,8 +47,10 @@ def prepare(cfg: WorkshopConfig, progress: bool = True) -> bool:
             models.prepare_openvino(folder, progress=progress)
         side.result()  # its error, if any, is raised here
     try:
-        qa.load_index(cfg)
+        pending = qa.CodeIndex.load(cfg).pending  # chunks still without vectors (an interrupted lexical-first build)
     except (WorkshopError, OSError):
+        pending = -1  # no usable index yet
+    if pending:
         print("3/3 search index, lexical first: the panel answers with BM25 while the vectors are made …", flush=True)
         qa.build_index(cfg, progress=progress, embed=False)
         return True
@@ -83,17 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default="", help="the series' work folder (default: WORKSHOP_WORK_DIR or workdir/)")
     parser.add_argument("--manifest", default="", help="corpus manifest used when the corpus must be built")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(work_dir=args.work_dir, manifest=args.manifest)
-        services.check_port(args.port)
-        vectors_pending = prepare(cfg)
-        app = serve(cfg, args.port)
-    except WorkshopError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"\nThe QA panel is at {app.url}/  (Ctrl-C stops it; log: {app.log})", flush=True)
-    try:
-        with cleanup_on_terminate():  # `kill` or a closed terminal stops Voilà too, as Ctrl-C does
+    with cleanup_on_terminate():  # `kill` or a closed terminal stops Voilà too, as Ctrl-C does (also mid-start)
+        try:
+            cfg = load_config(work_dir=args.work_dir, manifest=args.manifest)
+            services.check_port(args.port)
+            vectors_pending = prepare(cfg)
+            app = serve(cfg, args.port)
+        except WorkshopError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"\nThe QA panel is at {app.url}/  (Ctrl-C stops it; log: {app.log})", flush=True)
+        try:
             if vectors_pending:
                 print("Embedding the chunks for dense search; until this ends the panel answers with BM25 alone …",
                       flush=True)
@@ -105,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
                           file=sys.stderr, flush=True)
             while app.running:
                 time.sleep(1)
-    except KeyboardInterrupt:
-        print("stopping …")
-    finally:
-        services.stop(app)
+        except KeyboardInterrupt:
+            print("stopping …")
+        finally:
+            services.stop(app)
     return 0 if not app.running else 1
 
 

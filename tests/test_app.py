@@ -154,16 +154,19 @@ def test_make_app_stops_voila_when_it_is_killed(app_config):
     env = {**os.environ, **app.kernel_environment(app_config)}
     proc = subprocess.Popen([sys.executable, "-m", "helpers.app", "--port", str(port)], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
     try:
         for line in proc.stdout:
+            seen.append(line)
             if "The QA panel is at" in line:
                 break
-        assert not services.port_is_free(port), "the panel was announced but nothing listens"
+        said = "".join(seen[-15:])
+        assert not services.port_is_free(port), f"the panel was not served; the app said:\n{said}"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         deadline = time.monotonic() + 30
         while not services.port_is_free(port) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert services.port_is_free(port), "Voilà kept running after the app was killed"
+        assert services.port_is_free(port), f"Voilà kept running after the app was killed (exit {proc.returncode})"
     finally:
         proc.kill()
