@@ -19,6 +19,7 @@ from helpers.config import WorkshopConfig, load_config
 from helpers.constants import NOTEBOOKS
 from helpers.errors import ServiceError, WorkshopError
 from helpers.files import cleanup_on_terminate
+from helpers.qa.index import missing_vectors
 from helpers.series import NOTEBOOKS_DIR
 
 APP_NOTEBOOK = NOTEBOOKS_DIR / NOTEBOOKS[8]
@@ -47,7 +48,7 @@ def prepare(cfg: WorkshopConfig, progress: bool = True) -> bool:
             models.prepare_openvino(folder, progress=progress)
         side.result()  # its error, if any, is raised here
     try:
-        pending = qa.CodeIndex.load(cfg).pending  # chunks still without vectors (an interrupted lexical-first build)
+        pending = int(missing_vectors(qa.load_index(cfg)[1]).sum())  # left by an interrupted lexical-first start
     except (WorkshopError, OSError):
         pending = -1  # no usable index yet
     if pending:

@@ -199,6 +199,7 @@ def _index_stamp(cfg: WorkshopConfig) -> int:
     except OSError:
         return 0
 
+
 class Turn(widgets.VBox):
     """One question of the conversation with its (streamed) answer and its sources."""
 

@@ -23,9 +23,9 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BUDGET_S = {"00_setup.ipynb": 70, "01_download_repos.ipynb": 20, "02_convert_to_mds.ipynb": 25,
             "03_finetune.ipynb": 130, "04_convert_to_hf.ipynb": 60, "05_deploy.ipynb": 40,
             "06_retrieval_qa.ipynb": 120, "07_evaluate.ipynb": 110, "08_qa_panel.ipynb": 25}
-# Seconds each step took in the last measured `make workshop` from an empty work folder (2-core AMD EPYC, 24 GB,
-# 2026-11-28; 03, 04 and 07 measured again after their defaults were cut, 03 and 04 then training and converting
-# anew). Each notebook's "Time on the defaults" line states its figure; a test keeps them within 2x.
+# Seconds each step took in the last whole `make workshop` from an empty work folder (2-core AMD EPYC, 24 GB,
+# 2026-11-28, cores otherwise idle; an earlier run on the same machine took ~25 % less in 03 and 04). Each
+# notebook's "Time on the defaults" line states its figure; a test keeps them within 2x.
 MEASURED_S = {"00_setup.ipynb": 137, "01_download_repos.ipynb": 20, "02_convert_to_mds.ipynb": 27,
               "03_finetune.ipynb": 197, "04_convert_to_hf.ipynb": 102, "05_deploy.ipynb": 40,
               "06_retrieval_qa.ipynb": 172, "07_evaluate.ipynb": 145, "08_qa_panel.ipynb": 21}

@@ -100,6 +100,8 @@ def test_lexical_first_build_answers_with_bm25_then_gets_its_vectors(tiny_index,
     hits = index.search(question, 3, "hybrid")
     assert [h.chunk for h in hits] == [h.chunk for h in index.search(question, 3, "bm25")], "hybrid is BM25 alone"
     assert hits[0].chunk.symbol == "ShardDownloader.evict"
+    with pytest.raises(qa.QAError, match="dense search is not ready: .* use 'hybrid' or 'bm25'"):
+        index.search(question, 3, "dense")
     full = qa.build_index(cfg2, records, progress=False)
     assert full.embedded == full.chunks == quick.chunks and full.reused == 0, "zero vectors were reused"
     index = qa.CodeIndex.load(cfg2)

@@ -106,20 +106,26 @@ def load_index(cfg: WorkshopConfig, emb: Embedder | None = None) -> tuple[list[C
     return chunks, index
 
 
+def missing_vectors(faiss_index: Any) -> np.ndarray:
+    """One flag per row: True where the chunk has no vector yet (all zeros, as a lexical-first build writes it)."""
+    if not faiss_index.ntotal:
+        return np.zeros(0, dtype=bool)
+    return ~np.abs(faiss_index.reconstruct_n(0, faiss_index.ntotal)).any(axis=1)
+
+
 def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str], list[tuple[Chunk, int]]], Any]:
     """Chunks and vectors of the index already on disk, by file, when it was built the same way; else nothing."""
     try:
         chunks, index = load_index(cfg, emb)
     except (QAError, FileNotFoundError):  # FileNotFoundError: another build swapped the folder while it was read
         return {}, None  # missing, unreadable or foreign: rebuild from scratch
-    vectors = index.reconstruct_n(0, index.ntotal) if index.ntotal else None
+    missing = missing_vectors(index)
     by_file: dict[tuple[str, str], list[tuple[Chunk, int]]] = {}
     for row, c in enumerate(chunks):
         by_file.setdefault((c.source, c.path), []).append((c, row))
-    if vectors is not None:  # a file written by a lexical-first build has no vectors yet: embed it now
-        embedded = np.abs(vectors).sum(axis=1) > 0
-        by_file = {key: rows for key, rows in by_file.items() if all(embedded[r] for _, r in rows)}
-    return by_file, vectors
+    # A file written by a lexical-first build has no vectors yet: it is embedded now, like a changed file.
+    by_file = {key: rows for key, rows in by_file.items() if not any(missing[r] for _, r in rows)}
+    return by_file, index.reconstruct_n(0, index.ntotal) if index.ntotal else None
 
 
 def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None = None,

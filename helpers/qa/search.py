@@ -25,7 +25,7 @@ from helpers.config import WorkshopConfig
 from helpers.errors import QAError
 from helpers.qa.chunking import Chunk
 from helpers.qa.embedding import embedder
-from helpers.qa.index import load_index
+from helpers.qa.index import load_index, missing_vectors
 
 MODES = ("hybrid", "dense", "bm25")
 DEFAULT_MODE = "hybrid"  # best recall@5 and MRR on the tuning half of the evaluation set (07_evaluate.ipynb)
@@ -93,8 +93,7 @@ class CodeIndex:
         self.test_weight = TEST_WEIGHT
         self.per_file = PER_FILE
         # Chunks without a vector yet (a lexical-first build, see build_index): hybrid search uses BM25 alone.
-        vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else np.ones((0, 1))
-        self.pending = int((np.abs(vectors).sum(axis=1) == 0).sum())
+        self.pending = int(missing_vectors(faiss_index).sum())
 
     @classmethod
     def load(cls, cfg: WorkshopConfig) -> CodeIndex:
@@ -143,9 +142,12 @@ class CodeIndex:
         k, mode = check_search(k, mode)
         if not self.chunks:
             raise QAError("the index is empty: rebuild it with qa.build_index(cfg) after step 1.")
+        if mode == "dense" and self.pending:
+            raise QAError(f"dense search is not ready: {self.pending:,} chunks are still being embedded; use 'hybrid' "
+                          "or 'bm25' until then (or finish the index with qa.build_index(cfg)).")
         pool = max(4 * k, 30)
-        dense = mode == "dense" or (mode == "hybrid" and not self.pending)
-        rankings = {"dense": [self.dense(question, pool)] if dense else [],
+        rankings = {"dense": [self.dense(question, pool)] if mode == "dense" or (mode == "hybrid" and not self.pending)
+                    else [],
                     "bm25": [self.bm25(question, pool)] if mode in ("bm25", "hybrid") else []}
         weights = {"dense": self.weights[0], "bm25": self.weights[1]}
         fused: dict[int, float] = {}
