@@ -57,7 +57,7 @@ def main() -> int:
     for q in hand[: args.runs + 1]:
         hits = index.search(q.question, qa.DEFAULT_K, qa.DEFAULT_MODE)
         tokenizer = qa.generation.load_tokenizer(folder)
-        prompts.append(tokenizer.apply_chat_template(qa.build_messages(q.question, hits, tokenizer),
+        prompts.append(tokenizer.apply_chat_template(qa.build_messages(q.question, hits, tokenizer, reads=len(hits)),
                                                      tokenize=False, add_generation_prompt=True))
     reference: dict[int, float] = {}
     for threads in args.threads:

@@ -23,10 +23,14 @@ def test_messages_fit_the_context_budget(tiny_index, gen) -> None:
     cfg, _, _ = tiny_index
     index = qa.CodeIndex.load(cfg)
     hits = index.search("download a shard", 4, "hybrid")
-    messages = qa.build_messages("How is a shard downloaded?", hits, gen.tokenizer, context_tokens=120)
+    messages = qa.build_messages("How is a shard downloaded?", hits, gen.tokenizer, context_tokens=120, reads=4)
     user = messages[1]["content"]
-    assert "[1] " + hits[0].chunk.citation in user and user.endswith("Question: How is a shard downloaded?")
+    assert "[1] " + hits[0].chunk.citation in user and "[2] " in user
+    assert user.endswith("Question: How is a shard downloaded?")
     assert len(gen.tokenizer(user).input_ids) < 120 + 80
+    # By default the model reads the best match only; the others are for the reader ("See also").
+    default = qa.build_messages("How is a shard downloaded?", hits, gen.tokenizer)[1]["content"]
+    assert qa.MODEL_READS == 1 and "[1] " + hits[0].chunk.citation in default and "[2] " not in default
     lead = qa.lead_sentence(hits, "How is a shard downloaded?")
     assert lead.startswith(f"`{hits[0].chunk.symbol}` ({hits[0].chunk.citation})")
 
@@ -128,3 +132,28 @@ def test_excerpt_is_the_signature_the_summary_and_the_matching_lines() -> None:
     assert lines[1] == '    """Delete a cached shard to stay under the cache limit"""'
     assert "    os.remove(self.cache_path(shard))" in lines and "total = 1" not in text
     assert len(lines) == len(set(lines)), "a line is shown twice"
+
+
+def test_quoted_lines_are_the_best_matching_ones() -> None:
+    source = ('def evict(self, shard):\n    total = self.shard_count(shard)\n'
+              '    os.remove(self.cache_path(shard))  # remove the cached shard file\n'
+              '    self.cache_usage -= self.cached_shard_size(shard)\n')
+    chunk = qa.chunk_file("t", "t/cache.py", source)[0]
+    other = qa.chunk_file("t", "t/other.py", "def other():\n    pass\n")[0]
+    listed = qa.see_also([qa.Hit(other, 1.0), qa.Hit(chunk, 0.5)], "Which cached shard file does it remove?", lines=2)
+    quoted = [line.split(": ", 1)[1] for line in listed.splitlines() if line.startswith("  > ")]
+    # The two lines sharing the most words with the question, in file order (not the first two of the best three).
+    assert quoted == ["os.remove(self.cache_path(shard))  # remove the cached shard file",
+                      "self.cache_usage -= self.cached_shard_size(shard)"], listed
+
+    # Under a docstring summary, its own line is not quoted again: the next best line takes its place.
+    source = ('def evict(self, shard: int) -> None:\n'
+              '    """Delete a cached shard to stay under the cache limit.\n\n    Args:\n'
+              '        shard (int): which cached shard to delete\n    """\n'
+              '    limit = self.cache_limit or 0\n    os.remove(self.cache_path(shard))\n')
+    chunk = next(c for c in qa.chunk_file("t", "t/cache.py", source) if c.symbol == "evict")
+    question = "How is a cached shard deleted to stay under the cache limit?"
+    assert any("Delete a cached shard" in text for _, text in qa.key_lines(chunk, question, 3))
+    lead = qa.lead_sentence([qa.Hit(chunk, 1.0)], question)
+    quotes = [line for line in lead.splitlines() if line.startswith("> ")]
+    assert lead.count("Delete a cached shard") == 1 and len(quotes) == 3, lead
