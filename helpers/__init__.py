@@ -22,6 +22,7 @@ deploy          step 5: serve the model over HTTP
 qa              step 6: retrieval QA (a package: chunking, index, search, generation, chain)
 evaluate        step 7: retrieval and answer evaluation
 panel, app      step 8: the ipywidgets panel and its Voilà web app
+browser         Chromium driving the served panel (web-app test, quick-path benchmark)
 series          run the notebooks headless (``make workshop``)
 ==============  =====================================================================
 

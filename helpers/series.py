@@ -24,11 +24,11 @@ BUDGET_S = {"00_setup.ipynb": 70, "01_download_repos.ipynb": 20, "02_convert_to_
             "03_finetune.ipynb": 130, "04_convert_to_hf.ipynb": 60, "05_deploy.ipynb": 40,
             "06_retrieval_qa.ipynb": 120, "07_evaluate.ipynb": 110, "08_qa_panel.ipynb": 25}
 # Seconds each step took in the last whole `make workshop` from an empty work folder (2-core AMD EPYC, 24 GB,
-# 2026-11-28, cores otherwise idle; an earlier run on the same machine took ~25 % less in 03 and 04). Each
-# notebook's "Time on the defaults" line states its figure; a test keeps them within 2x.
-MEASURED_S = {"00_setup.ipynb": 137, "01_download_repos.ipynb": 20, "02_convert_to_mds.ipynb": 27,
-              "03_finetune.ipynb": 197, "04_convert_to_hf.ipynb": 102, "05_deploy.ipynb": 40,
-              "06_retrieval_qa.ipynb": 172, "07_evaluate.ipynb": 145, "08_qa_panel.ipynb": 21}
+# 2026-11-28, cores otherwise idle; 722 s in all; earlier runs on the same machine differed by up to ~40 % in 00
+# and ~25 % in 03 and 04). Each notebook's "Time on the defaults" line states its figure; a test keeps them within 2x.
+MEASURED_S = {"00_setup.ipynb": 94, "01_download_repos.ipynb": 20, "02_convert_to_mds.ipynb": 22,
+              "03_finetune.ipynb": 195, "04_convert_to_hf.ipynb": 88, "05_deploy.ipynb": 38,
+              "06_retrieval_qa.ipynb": 165, "07_evaluate.ipynb": 80, "08_qa_panel.ipynb": 19}
 SUMMARY_FILE = "summary.json"
 _TIME_LINE = re.compile(r"\*\*Time on the defaults\*\* \| about (\d+(?:\.\d+)?) (s|min)\b")
 

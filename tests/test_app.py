@@ -9,12 +9,10 @@ import textwrap
 import pytest
 
 from helpers import app, services
+from helpers.browser import CHROMIUM, LAUNCH_ARGS, ask, open_panel, sources
 from helpers.config import REPO_ROOT, load_config
 
-CHROMIUM = "/usr/bin/chromium"
 ARTEFACTS = REPO_ROOT / "workdir" / "test-artefacts"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
 SOURCE_RE = re.compile(r"\S+\.\w+:\d+")
 
 # A source file whose text is markup: the app must show it as text and never run it.
@@ -68,40 +66,16 @@ def browser():
         chromium.close()
 
 
-def _open_panel(browser, url):
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(url, timeout=240_000)
-    page.wait_for_selector(".qa-state", timeout=240_000)
-    return page, dialogs
-
-
-def _ask(page, question: str) -> str:
-    """Type a question, press Enter, wait until its turn (a new one, at the bottom) is answered; its answer text."""
-    before = page.locator(".qa-turn").count()
-    box = page.locator(".qa-question input, .qa-question textarea").first
-    box.fill(question)
-    box.press("Enter")
-    page.wait_for_function(
-        """n => {
-            const s = document.querySelector('.qa-state');
-            const a = document.querySelectorAll('.qa-turn .qa-answer-text');
-            return s && s.dataset.state === 'done' && a.length === n + 1 && a[n].innerText.trim();
-        }""", arg=before, timeout=300_000)
-    return page.locator(".qa-turn .qa-answer-text").nth(before).inner_text()
-
-
 def test_browser_asks_a_question_and_a_follow_up(voila, browser):
-    page, dialogs = _open_panel(browser, voila.url + "/")
-    first = _ask(page, "How do I write samples to a dataset in MDS format?")
-    sources = page.locator(".qa-turn").first.locator(".qa-source").all_inner_texts()
+    page, dialogs = open_panel(browser, voila.url + "/")
+    first = ask(page, "How do I write samples to a dataset in MDS format?")
+    listed = sources(page)
     assert first.strip(), "no answer text"
-    assert sources and all(SOURCE_RE.search(s) for s in sources), f"sources are not path:line: {sources}"
+    assert listed and all(SOURCE_RE.search(s) for s in listed), f"sources are not path:line: {listed}"
     answer = page.locator(".qa-turn .qa-answer-text").first
     assert answer.locator("code, pre").count() > 0, "the answer's Markdown was not rendered"
 
-    second = _ask(page, "and which compression does it support?")
+    second = ask(page, "and which compression does it support?")
     turns = page.locator(".qa-turn")
     assert second.strip() and turns.count() == 2, "the follow-up did not become a second turn"
     assert turns.nth(0).is_visible() and turns.nth(1).is_visible(), "an earlier turn disappeared"
@@ -118,8 +92,8 @@ def test_browser_asks_a_question_and_a_follow_up(voila, browser):
 
 
 def test_hostile_markup_is_shown_as_text(voila, browser):
-    page, dialogs = _open_panel(browser, voila.url + "/")
-    _ask(page, "What markup does render_banner return for a title?")
+    page, dialogs = open_panel(browser, voila.url + "/")
+    ask(page, "What markup does render_banner return for a title?")
     citations = page.locator(".qa-source").all_inner_texts()
     assert any("banner.py" in c for c in citations), f"the hostile file was not retrieved: {citations}"
     page.locator("summary", has_text="banner.py").first.click()
