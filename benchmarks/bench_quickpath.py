@@ -23,11 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import services  # noqa: E402
-from helpers.browser import CHROMIUM, LAUNCH_ARGS, ask, open_panel, sources  # noqa: E402
+from helpers import app, services  # noqa: E402
+from helpers.browser import CHROMIUM, ask, launch, open_panel, sources  # noqa: E402
 from helpers.config import REPO_ROOT  # noqa: E402
-
-ANNOUNCED = "The QA panel is at "
 
 
 def main() -> int:
@@ -40,7 +38,7 @@ def main() -> int:
         print(f"{CHROMIUM} is missing: apt-get install chromium", file=sys.stderr)
         return 2
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="quickpath-"))
-    if work.exists() and any(work.iterdir()):
+    if work.is_file() or (work.exists() and any(work.iterdir())):
         print(f"{work} is not empty: the quick path is measured from an empty work folder", file=sys.stderr)
         return 2
     port = services.free_port()
@@ -57,8 +55,8 @@ def main() -> int:
     def relay() -> None:
         for line in proc.stdout:
             print(f"{time.perf_counter() - start:7.1f} s  {line.rstrip()}", flush=True)
-            if ANNOUNCED in line:
-                url.append(line.split(ANNOUNCED, 1)[1].split()[0])
+            if app.ANNOUNCEMENT in line:
+                url.append(line.split(app.ANNOUNCEMENT, 1)[1].split()[0])
                 announced.set()
         announced.set()  # the app ended without serving
 
@@ -69,13 +67,19 @@ def main() -> int:
             print(f"the app stopped (exit {proc.wait()}) without serving the panel", file=sys.stderr)
             return 1
         served = time.perf_counter() - start
+        from playwright.sync_api import TimeoutError as PageTimeout
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-            page, _ = open_panel(browser, url[0])
-            ready = time.perf_counter() - start
-            answer = ask(page, args.question)
+            browser = launch(p)
+            try:
+                page, _ = open_panel(browser, url[0])
+                ready = time.perf_counter() - start
+                answer = ask(page, args.question)
+            except PageTimeout as err:
+                print(f"the panel at {url[0]} did not show or answer in time ({str(err).splitlines()[0]}); the "
+                      f"app's log is named in its lines above", file=sys.stderr)
+                return 1
             answered = time.perf_counter() - start
             cited = sources(page)
             browser.close()

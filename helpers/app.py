@@ -24,6 +24,7 @@ from helpers.series import NOTEBOOKS_DIR
 
 APP_NOTEBOOK = NOTEBOOKS_DIR / NOTEBOOKS[8]
 DEFAULT_PORT = 8866
+ANNOUNCEMENT = "The QA panel is at "  # then the URL: what a script waiting for the panel looks for
 
 
 def _corpus_and_embedder(cfg: WorkshopConfig) -> None:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         except WorkshopError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        print(f"\nThe QA panel is at {app.url}/  (Ctrl-C stops it; log: {app.log})", flush=True)
+        print(f"\n{ANNOUNCEMENT}{app.url}/  (Ctrl-C stops it; log: {app.log})", flush=True)
         try:
             if vectors_pending:
                 print("Embedding the chunks for dense search; until this ends the panel answers with BM25 alone …",

@@ -13,6 +13,11 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
 WAIT_MS = 300_000
 
 
+def launch(playwright: Any) -> Any:
+    """Debian's Chromium, headless, started by a running Playwright (``with sync_playwright() as p: launch(p)``)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+
+
 def open_panel(browser: Any, url: str, timeout_ms: int = WAIT_MS) -> tuple[Any, list[str]]:
     """A new page showing the panel at ``url`` once its widgets are up; the list collects any dialog it opens."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})

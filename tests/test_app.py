@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 
 from helpers import app, services
-from helpers.browser import CHROMIUM, LAUNCH_ARGS, ask, open_panel, sources
+from helpers.browser import CHROMIUM, ask, launch, open_panel, sources
 from helpers.config import REPO_ROOT, load_config
 
 ARTEFACTS = REPO_ROOT / "workdir" / "test-artefacts"
@@ -61,7 +65,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        chromium = launch(p)
         yield chromium
         chromium.close()
 
@@ -116,14 +120,8 @@ def test_port_in_use_is_a_clear_error(app_config):
             app.serve(app_config, port=s.getsockname()[1])
 
 
-
 def test_make_app_stops_voila_when_it_is_killed(app_config):
     """`python -m helpers.app` (what `make app` runs) stops its Voilà server on SIGTERM, as on Ctrl-C."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     port = services.free_port()
     env = {**os.environ, **app.kernel_environment(app_config)}
     proc = subprocess.Popen([sys.executable, "-m", "helpers.app", "--port", str(port)], cwd=REPO_ROOT, env=env,
@@ -132,7 +130,7 @@ def test_make_app_stops_voila_when_it_is_killed(app_config):
     try:
         for line in proc.stdout:
             seen.append(line)
-            if "The QA panel is at" in line:
+            if app.ANNOUNCEMENT in line:
                 break
         said = "".join(seen[-15:])
         assert not services.port_is_free(port), f"the panel was not served; the app said:\n{said}"

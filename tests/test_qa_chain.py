@@ -31,6 +31,9 @@ def test_messages_fit_the_context_budget(tiny_index, gen) -> None:
     # By default the model reads the best match only; the others are for the reader ("See also").
     default = qa.build_messages("How is a shard downloaded?", hits, gen.tokenizer)[1]["content"]
     assert qa.MODEL_READS == 1 and "[1] " + hits[0].chunk.citation in default and "[2] " not in default
+    for bad in (0, "2", True):
+        with pytest.raises(qa.QAError, match=f"reads={bad!r}: the model must read at least one excerpt"):
+            qa.build_messages("How is a shard downloaded?", hits, gen.tokenizer, reads=bad)
     lead = qa.lead_sentence(hits, "How is a shard downloaded?")
     assert lead.startswith(f"`{hits[0].chunk.symbol}` ({hits[0].chunk.citation})")
 

@@ -56,7 +56,8 @@ from helpers.qa.search import (
 )
 
 __all__ = [
-    "ANSWER_FORMATS", "ANSWER_PER_FILE", "DEFAULT_NEW_TOKENS", "CHUNKER_VERSION", "DEFAULT_K", "DEFAULT_MODE", "INDEX_FILE", "META_FILE", "MODES", "MODEL_READS",
+    "ANSWER_FORMATS", "ANSWER_PER_FILE", "DEFAULT_NEW_TOKENS", "CHUNKER_VERSION", "DEFAULT_K", "DEFAULT_MODE",
+    "INDEX_FILE", "META_FILE", "MODES", "MODEL_READS",
     "NO_ANSWER", "SYSTEM_PROMPT", "Answer", "BuildStats", "Chunk", "CodeIndex", "CodeRetriever", "Embedder",
     "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "ask", "build_chain",
     "build_index", "build_messages", "check_question", "chunk_file", "cited_symbols", "code_tokens", "defuse", "embedder", "excerpt",

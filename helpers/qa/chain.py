@@ -1,9 +1,11 @@
 """The retrieval QA chain: question -> retrieve -> prompt -> generate -> answer with ``path:line`` sources.
 
-The chain is LangChain runnables around the project's retriever. The model reads one short excerpt, the best match's: its
-signature, docstring summary and the lines that share the most rare words with the question (fewer, better tokens:
-a 135M model reads ~250 tokens in well under a second) and writes one sentence that names the function or class. The *symbol-first* answer opens with the best match's name, location, docstring summary and matching
-lines, taken from the code itself; the model's sentence follows, then the other hits with their matching lines.
+The chain is LangChain runnables around the project's retriever. The model reads one short excerpt, the best
+match's: its signature, docstring summary and the lines that share the most rare words with the question (fewer,
+better tokens: a 135M model reads ~250 tokens in well under a second) and writes one sentence that names the
+function or class. The *symbol-first* answer opens with the best match's name, location, docstring summary and
+matching lines, taken from the code itself; the model's sentence follows, then the other hits with their matching
+lines.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ SEE_ALSO = 4  # other retrieved symbols listed after a symbol-first answer
 SEE_ALSO_LINES = 2  # lines quoted under each of them
 EXCERPT_LINES = 4  # question-matching lines the model reads from each excerpt, after its signature and summary
 # Excerpts the model reads, best first. Chosen on the tuning half: with only the best match the model's own
-# sentence held a right keyword 3x as often (0.14 against 0.05 reading all five) in half the time (p50 1.1 s
-# against 2.0 s; ~250 prompt tokens against ~750); the other hits reach the reader under "See also", from the code.
+# sentence held a right keyword twice as often (0.14 against 0.07 reading all five) in a third of the time (~250
+# prompt tokens against ~775). The held-out half does not confirm the keyword gain (0.11 against 0.16), only the
+# time (0.88 s against 2.25 s p50) at the same answer keyword rate (README). The other hits reach the reader under
+# "See also", from the code.
 MODEL_READS = 1
 MAX_QUESTION_CHARS = 4000
 MAX_NEW_TOKENS = 1024
@@ -87,6 +91,8 @@ def build_messages(question: str, hits: list[Hit], tokenizer: Any, context_token
                    weight: Callable[[str], float] | None = None, reads: int = MODEL_READS) -> list[dict[str, str]]:
     """System rules, then one short excerpt for each of the first ``reads`` hits (best first, each cut to its
     share of ``context_tokens``), then the question."""
+    if not isinstance(reads, int) or isinstance(reads, bool) or reads < 1:
+        raise QAError(f"reads={reads!r}: the model must read at least one excerpt (a whole number, 1 to k).")
     blocks = []
     remaining = context_tokens
     hits = hits[:reads]

@@ -106,11 +106,15 @@ def load_index(cfg: WorkshopConfig, emb: Embedder | None = None) -> tuple[list[C
     return chunks, index
 
 
-def missing_vectors(faiss_index: Any) -> np.ndarray:
-    """One flag per row: True where the chunk has no vector yet (all zeros, as a lexical-first build writes it)."""
-    if not faiss_index.ntotal:
-        return np.zeros(0, dtype=bool)
-    return ~np.abs(faiss_index.reconstruct_n(0, faiss_index.ntotal)).any(axis=1)
+def _vectors(faiss_index: Any) -> np.ndarray:
+    return faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else np.zeros((0, faiss_index.d),
+                                                                                              dtype="float32")
+
+
+def missing_vectors(faiss_index: Any, vectors: np.ndarray | None = None) -> np.ndarray:
+    """One flag per row: True where the chunk has no vector yet (all zeros, as a lexical-first build writes it).
+    ``vectors``: the index's vectors, when the caller has them already."""
+    return ~np.abs(_vectors(faiss_index) if vectors is None else vectors).any(axis=1)
 
 
 def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str], list[tuple[Chunk, int]]], Any]:
@@ -119,13 +123,14 @@ def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str],
         chunks, index = load_index(cfg, emb)
     except (QAError, FileNotFoundError):  # FileNotFoundError: another build swapped the folder while it was read
         return {}, None  # missing, unreadable or foreign: rebuild from scratch
-    missing = missing_vectors(index)
+    vectors = _vectors(index)
+    missing = missing_vectors(index, vectors)
     by_file: dict[tuple[str, str], list[tuple[Chunk, int]]] = {}
     for row, c in enumerate(chunks):
         by_file.setdefault((c.source, c.path), []).append((c, row))
     # A file written by a lexical-first build has no vectors yet: it is embedded now, like a changed file.
     by_file = {key: rows for key, rows in by_file.items() if not any(missing[r] for _, r in rows)}
-    return by_file, index.reconstruct_n(0, index.ntotal) if index.ntotal else None
+    return by_file, vectors
 
 
 def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None = None,

@@ -146,8 +146,8 @@ class CodeIndex:
             raise QAError(f"dense search is not ready: {self.pending:,} chunks are still being embedded; use 'hybrid' "
                           "or 'bm25' until then (or finish the index with qa.build_index(cfg)).")
         pool = max(4 * k, 30)
-        rankings = {"dense": [self.dense(question, pool)] if mode == "dense" or (mode == "hybrid" and not self.pending)
-                    else [],
+        dense = mode in ("dense", "hybrid") and not self.pending  # a half-built index: hybrid is BM25 alone
+        rankings = {"dense": [self.dense(question, pool)] if dense else [],
                     "bm25": [self.bm25(question, pool)] if mode in ("bm25", "hybrid") else []}
         weights = {"dense": self.weights[0], "bm25": self.weights[1]}
         fused: dict[int, float] = {}
