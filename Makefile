@@ -11,6 +11,9 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
+# Python caches compiled modules (__pycache__) in .venv, so only the first process compiles the ~5,000 modules the
+# series imports; with PYTHONDONTWRITEBYTECODE set, every notebook kernel compiled them again (~10 s each).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup workshop test app quickstart clean lock
 

@@ -44,8 +44,10 @@ def main() -> int:
     port = services.free_port()
     env = {**os.environ, "WORKSHOP_WORK_DIR": str(work), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TQDM_DISABLE": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as the Makefile runs it
+    compiled = sum(1 for _ in Path(sys.prefix).rglob("*.pyc"))
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}; "
-          f"work folder {work}")
+          f"work folder {work}; {compiled:,} compiled modules cached in {sys.prefix} (0 on a fresh set-up)")
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "helpers.app", "--port", str(port)], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

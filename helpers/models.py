@@ -8,6 +8,7 @@ step (finetuning, conversion, serving, answering) loads like any other model.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import threading
@@ -77,6 +78,33 @@ def _fix_gguf_tokenizer(tokenizer):
     return tokenizer
 
 
+@contextlib.contextmanager
+def _gguf_read_once() -> Iterator[None]:
+    """Within the block, each GGUF file is parsed once and gguf's tensor-name map is built once.
+
+    Converting a GGUF, transformers parses the whole file four times (tokenizer, its config, the model's config,
+    the weights: ~5 s each for a 49,152-entry vocabulary) and builds the same tensor-name map for every module
+    (397 times, ~6 s). Both come from ``gguf`` functions that transformers imports when it calls them, so the
+    block hands out one reader per file and one map per architecture instead; the tensors written are the same.
+    """
+    import gguf
+
+    real_reader, real_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple[str, str], object] = {}
+
+    def reader(path: str | Path, mode: str = "r") -> object:
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = real_reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(real_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_map
+
+
 def prepare_generator(cfg: WorkshopConfig, progress: bool = True) -> str:
     """Return a loadable name or folder for ``cfg.generator_model``, converting the embedded GGUF once.
 
@@ -96,10 +124,11 @@ def prepare_generator(cfg: WorkshopConfig, progress: bool = True) -> str:
 
     steps = tqdm(total=3, desc="Preparing SmolLM2-135M", disable=not progress)
     steps.set_postfix_str("tokenizer")
-    tokenizer = _fix_gguf_tokenizer(AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name))
-    steps.update()
-    steps.set_postfix_str("dequantizing weights")
-    model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+    with _gguf_read_once():
+        tokenizer = _fix_gguf_tokenizer(AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name))
+        steps.update()
+        steps.set_postfix_str("dequantizing weights")
+        model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     steps.update()

@@ -10,9 +10,10 @@ import sys
 import textwrap
 import time
 
+import psutil
 import pytest
 
-from helpers import app, services
+from helpers import app, qa, services
 from helpers.browser import CHROMIUM, ask, launch, open_panel, sources
 from helpers.config import REPO_ROOT, load_config
 
@@ -134,11 +135,38 @@ def test_make_app_stops_voila_when_it_is_killed(app_config):
                 break
         said = "".join(seen[-15:])
         assert not services.port_is_free(port), f"the panel was not served; the app said:\n{said}"
+        children = psutil.Process(proc.pid).children(recursive=True)  # Voilà, and the embedding if it is running
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"processes outlived the app: {[p.cmdline()[:4] for p in alive]}"
         deadline = time.monotonic() + 30
         while not services.port_is_free(port) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert services.port_is_free(port), f"Voilà kept running after the app was killed (exit {proc.returncode})"
     finally:
         proc.kill()
+
+
+def test_vectors_are_made_by_a_low_priority_process(app_config, tmp_path):
+    """On a lexical-first index, `make app` leaves the embedding to a process at niceness 19, which completes it."""
+    import shutil
+
+    cfg = load_config(work_dir=tmp_path, manifest=str(app_config.manifest_path))
+    shutil.copytree(app_config.retrieval_data_dir, cfg.retrieval_data_dir)
+    cfg.models_dir.parent.mkdir(parents=True, exist_ok=True)
+    cfg.models_dir.symlink_to(app_config.models_dir, target_is_directory=True)
+    qa.build_index(cfg, progress=False, embed=False)
+    assert qa.CodeIndex.load(cfg).pending > 0
+    proc = app.embed_in_background(cfg)
+    try:
+        niceness = psutil.Process(proc.pid).nice()
+        deadline = time.monotonic() + 10
+        while niceness != 19 and proc.poll() is None and time.monotonic() < deadline:  # `nice` sets it, then runs Python
+            time.sleep(0.05)
+            niceness = psutil.Process(proc.pid).nice()
+        assert niceness == 19, f"the embedding runs at niceness {niceness}"
+        assert proc.wait(timeout=600) == 0, f"the embedding process failed (exit {proc.returncode})"
+    finally:
+        proc.kill()
+    assert qa.CodeIndex.load(cfg).pending == 0, "chunks are still without vectors"

