@@ -59,3 +59,31 @@ def test_library_preference_reorders_but_never_hides(tiny_index) -> None:
     finally:
         baseline[0].chunk.path = original
         index.test_weight = 1.0
+
+
+def test_a_file_that_matches_in_several_places_gains(tiny_index) -> None:
+    """A file's best chunk gains FILE_EVIDENCE times its next best chunks' scores; the others keep theirs."""
+    from helpers.qa.search import FILE_EVIDENCE, FILE_EVIDENCE_CHUNKS
+
+    cfg, _, _ = tiny_index
+    index = qa.CodeIndex.load(cfg)
+    question = "How does the downloader retry and evict shards from the local cache?"
+    try:
+        index.file_evidence = 0.0
+        plain = {id(h.chunk): h for h in index.search(question, 50, "hybrid", per_file=0)}
+        index.file_evidence = 0.5
+        boosted = index.search(question, 50, "hybrid", per_file=0)
+    finally:
+        index.file_evidence = FILE_EVIDENCE
+    assert {id(h.chunk) for h in boosted} == set(plain)
+    files = {h.chunk.path for h in boosted}
+    gained = 0
+    for path in files:
+        ranked = sorted((h for h in plain.values() if h.chunk.path == path), key=lambda h: -h.score)
+        best, rest = ranked[0], ranked[1:]
+        scores = {id(h.chunk): h.score for h in boosted if h.chunk.path == path}
+        assert scores[id(best.chunk)] == pytest.approx(best.score + 0.5 * sum(h.score for h in rest[:FILE_EVIDENCE_CHUNKS]))
+        assert all(scores[id(h.chunk)] == h.score for h in rest), "a file's other chunks must keep their scores"
+        gained += bool(rest)
+    assert gained, "no file matched in more than one place: the test question is too narrow"
+    assert [h.score for h in boosted] == sorted((h.score for h in boosted), reverse=True)
