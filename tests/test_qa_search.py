@@ -62,28 +62,23 @@ def test_library_preference_reorders_but_never_hides(tiny_index) -> None:
 
 
 def test_a_file_that_matches_in_several_places_gains(tiny_index) -> None:
-    """A file's best chunk gains FILE_EVIDENCE times its next best chunks' scores; the others keep theirs."""
-    from helpers.qa.search import FILE_EVIDENCE, FILE_EVIDENCE_CHUNKS
+    """In each ranking, a file's best hit gains FILE_EVIDENCE times its next best hits' scores; the others keep
+    theirs, and the ranking is re-sorted."""
+    from helpers.qa.search import FILE_EVIDENCE_CHUNKS
 
     cfg, _, _ = tiny_index
     index = qa.CodeIndex.load(cfg)
     question = "How does the downloader retry and evict shards from the local cache?"
-    try:
-        index.file_evidence = 0.0
-        plain = {id(h.chunk): h for h in index.search(question, 50, "hybrid", per_file=0)}
-        index.file_evidence = 0.5
-        boosted = index.search(question, 50, "hybrid", per_file=0)
-    finally:
-        index.file_evidence = FILE_EVIDENCE
-    assert {id(h.chunk) for h in boosted} == set(plain)
-    files = {h.chunk.path for h in boosted}
-    gained = 0
-    for path in files:
-        ranked = sorted((h for h in plain.values() if h.chunk.path == path), key=lambda h: -h.score)
-        best, rest = ranked[0], ranked[1:]
-        scores = {id(h.chunk): h.score for h in boosted if h.chunk.path == path}
-        assert scores[id(best.chunk)] == pytest.approx(best.score + 0.5 * sum(h.score for h in rest[:FILE_EVIDENCE_CHUNKS]))
-        assert all(scores[id(h.chunk)] == h.score for h in rest), "a file's other chunks must keep their scores"
-        gained += bool(rest)
-    assert gained, "no file matched in more than one place: the test question is too narrow"
-    assert [h.score for h in boosted] == sorted((h.score for h in boosted), reverse=True)
+    for plain in (index.bm25(question, 50), index.dense(question, 50)):
+        lifted = {id(h.chunk): h.score for h in index._with_file_evidence(plain)}
+        assert set(lifted) == {id(h.chunk) for h in plain}
+        gained = 0
+        for path in {h.chunk.path for h in plain}:
+            same = [h for h in plain if h.chunk.path == path]  # best first
+            extra = index.file_evidence * sum(h.score for h in same[1:1 + FILE_EVIDENCE_CHUNKS])
+            assert lifted[id(same[0].chunk)] == pytest.approx(same[0].score + extra)
+            assert all(lifted[id(h.chunk)] == h.score for h in same[1:]), "a file's other hits keep their scores"
+            gained += extra > 0
+        assert gained, "no file matched in more than one place: the test question is too narrow"
+        ordered = [h.score for h in index._with_file_evidence(plain)]
+        assert ordered == sorted(ordered, reverse=True)

@@ -30,16 +30,15 @@ from helpers.qa.index import load_index, missing_vectors
 MODES = ("hybrid", "dense", "bm25")
 DEFAULT_MODE = "hybrid"  # best recall@5 and MRR on the tuning half of the evaluation set (07_evaluate.ipynb)
 DEFAULT_K = 5  # chunks an answer reads; with two per file at most, the best answer keyword rate on the tuning half
-RRF_K = 60  # the usual reciprocal-rank-fusion constant
-POOL = 100  # candidates each search ranks before fusion, at least 4k (tuning half: 100 gave the file evidence
-# below more to count than 30: recall@5 0.96 against 0.95 at k=5, MRR 0.69 against 0.68 at k=10)
+RRF_K = 2  # reciprocal-rank-fusion constant (usually 60; with file evidence 2 did best on the tuning half, README)
+POOL = 100  # candidates each search ranks before fusion, at least 4k (file evidence counts more with more)
 FUSION_WEIGHTS = (0.5, 1.0)  # dense, BM25 in hybrid search: best recall@5 on the tuning half (0.88)
 TEST_WEIGHT = 0.5  # how much a chunk from tests/ or examples/ counts against library code (tuning half)
-# A file's best chunk also scores FILE_EVIDENCE times the scores of the file's FILE_EVIDENCE_CHUNKS next best chunks: a
-# file that matches in several places is more likely the one that answers (tuning half, hybrid: MRR 0.66 -> 0.69, recall@5
-# 0.93 -> 0.96; a = 0.25 to 1.0 and two or three chunks all helped; held-out: MRR 0.69 -> 0.75, recall@5 0.91 -> 0.95).
-# Answers then cite a right file more often (tuning 0.91 -> 0.96) and quote a keyword a little less (0.79 -> 0.73): their
-# five chunks come from more files, so less often twice from the best one (README).
+# File evidence: in each ranking, a file's best chunk also scores FILE_EVIDENCE times the scores of the file's
+# FILE_EVIDENCE_CHUNKS next best chunks, in that ranking's own units (a file that matches in several places is more
+# likely the one that answers; a chunk far ahead, e.g. a rare identifier matched exactly, stays ahead). With
+# RRF_K = 2, on the tuning half (hybrid, k=10): recall@1 0.48 -> 0.57, recall@5 0.93 -> 0.96, MRR 0.66 -> 0.73;
+# docstring questions MRR 0.86 -> 0.88. Held-out: recall@1 0.55 -> 0.64, recall@5 0.91 -> 0.93, MRR 0.69 -> 0.76.
 FILE_EVIDENCE = 0.5
 FILE_EVIDENCE_CHUNKS = 2
 PER_FILE = 1  # chunks of one file in the results: one file cannot crowd out the others (tuning half, k=5: r@5 0.89 -> 0.95)
@@ -139,18 +138,16 @@ class CodeIndex:
         top = np.argsort(-scores)[:n]
         return [Hit(self.chunks[i], float(scores[i])) for i in top if scores[i] > 0]
 
-    def _with_file_evidence(self, fused: dict[int, float], chunk_of: dict[int, Chunk]) -> dict[int, float]:
-        """Each file's best chunk gains ``file_evidence`` times the file's next ``FILE_EVIDENCE_CHUNKS`` best
-        scores; the file's other chunks keep their own (a second chunk of a file is not lifted by the first)."""
-        per_file: dict[tuple[str, str], list[tuple[float, int]]] = {}
-        for key, score in fused.items():
-            per_file.setdefault(_file_of(chunk_of[key]), []).append((score, key))
-        out = dict(fused)
-        for ranked in per_file.values():
-            ranked.sort(reverse=True)
-            best_score, best_key = ranked[0]
-            out[best_key] = best_score + self.file_evidence * sum(s for s, _ in ranked[1:1 + FILE_EVIDENCE_CHUNKS])
-        return out
+    def _with_file_evidence(self, hits: list[Hit]) -> list[Hit]:
+        """One ranking with each file's best hit lifted by ``file_evidence`` times the file's next
+        ``FILE_EVIDENCE_CHUNKS`` best scores, in that ranking's own units (cosine or BM25 score), re-sorted; the file's
+        other hits keep their scores. A chunk far ahead (a rare identifier matched exactly) stays ahead."""
+        per_file: dict[tuple[str, str], list[Hit]] = {}
+        for hit in hits:  # best first
+            per_file.setdefault(_file_of(hit.chunk), []).append(hit)
+        lifted = {id(same[0]): same[0].score + self.file_evidence * sum(h.score for h in same[1:1 + FILE_EVIDENCE_CHUNKS])
+                  for same in per_file.values()}
+        return sorted((Hit(h.chunk, lifted.get(id(h), h.score)) for h in hits), key=lambda h: -h.score)
 
     def search(self, question: str, k: int = DEFAULT_K, mode: str = DEFAULT_MODE,
                per_file: int | None = None) -> list[Hit]:
@@ -174,6 +171,8 @@ class CodeIndex:
         dense = mode in ("dense", "hybrid") and not self.pending  # a half-built index: hybrid is BM25 alone
         rankings = {"dense": [self.dense(question, pool)] if dense else [],
                     "bm25": [self.bm25(question, pool)] if mode in ("bm25", "hybrid") else []}
+        if self.file_evidence:
+            rankings = {name: [self._with_file_evidence(hits) for hits in lists] for name, lists in rankings.items()}
         weights = {"dense": self.weights[0], "bm25": self.weights[1]}
         fused: dict[int, float] = {}
         chunk_of: dict[int, Chunk] = {}
@@ -186,8 +185,6 @@ class CodeIndex:
         for key, chunk in chunk_of.items():
             if is_test_or_example(chunk.path):
                 fused[key] *= self.test_weight
-        if self.file_evidence:
-            fused = self._with_file_evidence(fused, chunk_of)
         limit = (self.per_file if per_file is None else per_file) or k
         best: list[int] = []
         taken: dict[tuple[str, str], int] = {}
