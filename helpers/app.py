@@ -96,12 +96,12 @@ def embed_in_background(cfg: WorkshopConfig) -> subprocess.Popen:
     return subprocess.Popen(cmd, env={**os.environ, **kernel_environment(cfg)})
 
 
-def embed_only(cfg: WorkshopConfig) -> int:
+def embed_only(work_dir: str = "", manifest: str = "") -> int:
     """Embed the chunks that have no vector yet (what ``embed_in_background`` runs); 2 with the error if it fails.
     Stopped (Ctrl-C, or the app ending), it leaves the index as it was: the next start embeds again."""
     try:
         with cleanup_on_terminate():
-            qa.build_index(cfg)
+            qa.build_index(load_config(work_dir=work_dir, manifest=manifest))
     except (KeyboardInterrupt, SystemExit):
         return 130
     except WorkshopError as err:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-only", action="store_true", help=argparse.SUPPRESS)  # the background embedding
     args = parser.parse_args(argv)
     if args.embed_only:
-        return embed_only(load_config(work_dir=args.work_dir, manifest=args.manifest))
+        return embed_only(args.work_dir, args.manifest)
     with cleanup_on_terminate():  # `kill` or a closed terminal stops Voilà too, as Ctrl-C does (also mid-start)
         try:
             cfg = load_config(work_dir=args.work_dir, manifest=args.manifest)
@@ -145,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             print("stopping …")
         finally:
             if embedding is not None and embedding.poll() is None:
-                embedding.terminate()
-                try:
-                    embedding.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    embedding.kill()
+                services.stop_process(embedding, timeout_s=30)
             services.stop(app)
     return 0 if not app.running else 1
 

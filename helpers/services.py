@@ -114,10 +114,10 @@ def start(name: str, cmd: list[str], port: int, health_path: str, log: Path, env
     raise ServiceError(f"the {name} did not answer {service.url}{health_path} within {timeout_s:.0f} s; see {log}.")
 
 
-def stop(service: Service, timeout_s: float = 15) -> None:
-    """Stop the service and every process it started (SIGTERM, then SIGKILL for any that linger)."""
+def stop_process(process: subprocess.Popen, timeout_s: float = 15) -> None:
+    """Stop ``process`` and every process it started (SIGTERM, then SIGKILL for any that linger)."""
     try:
-        root = psutil.Process(service.process.pid)
+        root = psutil.Process(process.pid)
         procs = [root, *root.children(recursive=True)]  # e.g. a CLI, its server and the server's workers/kernels
     except psutil.NoSuchProcess:
         procs = []
@@ -134,9 +134,14 @@ def stop(service: Service, timeout_s: float = 15) -> None:
             pass
     psutil.wait_procs(alive, timeout=5)
     try:
-        service.process.wait(timeout=5)
+        process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+
+
+def stop(service: Service, timeout_s: float = 15) -> None:
+    """Stop the service and every process it started (SIGTERM, then SIGKILL for any that linger)."""
+    stop_process(service.process, timeout_s)
     if service in _RUNNING:
         _RUNNING.remove(service)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,8 +151,6 @@ def test_make_app_stops_voila_when_it_is_killed(app_config):
 
 def test_vectors_are_made_by_a_low_priority_process(app_config, tmp_path):
     """On a lexical-first index, `make app` leaves the embedding to a process at niceness 19, which completes it."""
-    import shutil
-
     cfg = load_config(work_dir=tmp_path, manifest=str(app_config.manifest_path))
     shutil.copytree(app_config.retrieval_data_dir, cfg.retrieval_data_dir)
     cfg.models_dir.parent.mkdir(parents=True, exist_ok=True)
