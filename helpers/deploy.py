@@ -8,6 +8,7 @@ when the Python process exits are stopped too (helpers.services), so closing the
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -64,7 +65,7 @@ def package_model(cfg: WorkshopConfig, folder: str, name: str = "") -> Path:
     name = name or Path(folder).name
     out = cfg.models_dir / "mlflow" / name
     source = {"folder": str(Path(folder).resolve()), "files": models.fingerprint(folder) if Path(folder).is_dir() else {},
-              "engine": "openvino"}
+              "engine": "openvino", "serving code": hashlib.sha256(SERVING_MODEL.read_bytes()).hexdigest()[:16]}
     if read_json(out / READY_MARKER) == source:
         return out
     _load_pipeline_parts(folder)  # a folder that does not load fails here, naming it
@@ -74,21 +75,12 @@ def package_model(cfg: WorkshopConfig, folder: str, name: str = "") -> Path:
         raise DeployError(f"model folder {folder} could not be exported to OpenVINO ({type(err).__name__}: "
                           f"{str(err)[:300]}).") from None
     signature = infer_signature(["<|im_start|>user\nWhat does this function do?<|im_end|>"], ["It ..."],
-                                params={"max_new_tokens": 64, "repetition_penalty": 1.1})
+                                params={"max_new_tokens": 64, "repetition_penalty": 1.1, "pattern": ""})
     requirements = [f"{p}=={importlib.metadata.version(p)}" for p in ("mlflow", "openvino", "openvino-genai",
                                                                          "openvino-tokenizers")]
     with staged_dir(out) as tmp:
         mlflow.pyfunc.save_model(str(tmp), python_model=str(SERVING_MODEL), artifacts={ARTIFACT: str(exported)},
                                  signature=signature, pip_requirements=requirements)
-        write_json(tmp / READY_MARKER, source)
-    return out
-    model, tokenizer = _load_pipeline_parts(folder)
-    signature = infer_signature(["What does this function do?"], ["It ..."],
-                                params={"max_new_tokens": 64, "do_sample": False, "repetition_penalty": 1.1})
-    requirements = [f"{p}=={importlib.metadata.version(p)}" for p in ("mlflow", "transformers", "torch", "accelerate")]
-    with staged_dir(out) as tmp:
-        mlflow.transformers.save_model({"model": model, "tokenizer": tokenizer}, str(tmp), task="text-generation",
-                                       signature=signature, pip_requirements=requirements)
         write_json(tmp / READY_MARKER, source)
     return out
 
@@ -125,14 +117,18 @@ def health(server_or_url: Server | str) -> bool:
     return services.http_status(url + "/health") == 200
 
 
-def query(server_or_url: Server | str, prompt: str, max_new_tokens: int = 64, timeout_s: float = 300) -> str:
-    """Send one prompt to the server's /invocations route and return the generated text (prompt not included)."""
+def query(server_or_url: Server | str, prompt: str, max_new_tokens: int = 64, timeout_s: float = 300,
+          pattern: str = "") -> str:
+    """Send one prompt to the server's /invocations route and return the generated text (prompt not included);
+    with ``pattern`` (a regular expression) the server constrains the text to match it."""
     url = server_or_url.url if isinstance(server_or_url, Server) else str(server_or_url).rstrip("/")
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise DeployError(f"{url!r} is not a server URL: give one like http://127.0.0.1:{DEFAULT_PORT}.")
-    body = json.dumps({"inputs": [prompt], "params": {"max_new_tokens": int(max_new_tokens), "do_sample": False,
-                                                      "repetition_penalty": 1.1}}).encode()
+    params: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "do_sample": False, "repetition_penalty": 1.1}
+    if pattern:
+        params["pattern"] = pattern
+    body = json.dumps({"inputs": [prompt], "params": params}).encode()
     request = urllib.request.Request(url + "/invocations", data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # loopback URL

@@ -2,7 +2,8 @@
 
 MLflow loads this file as *model code* (``mlflow.pyfunc.save_model(python_model=<this file>)``), so the packaged
 model holds no pickle: the server reads this source and the OpenVINO files, nothing else. A request is a list of
-already rendered prompts; each gets a greedy completion (the prompt itself is not repeated in the answer).
+already rendered prompts; each gets a greedy completion (the prompt itself is not repeated in the answer). A
+``pattern`` parameter (a regular expression) constrains the completion to match it, as the in-process generator does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import mlflow
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 ARTIFACT = "openvino_model"
-DEFAULTS = {"max_new_tokens": 64, "repetition_penalty": 1.1}
+DEFAULTS = {"max_new_tokens": 64, "repetition_penalty": 1.1, "pattern": ""}
 
 
 class OpenVINOTextGenerator(PythonModel):
@@ -25,12 +26,16 @@ class OpenVINOTextGenerator(PythonModel):
         self.pipeline = ov_genai.LLMPipeline(context.artifacts[ARTIFACT], "CPU")
 
     def predict(self, context: PythonModelContext, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
+        import openvino_genai as ov_genai
+
         settings = {**DEFAULTS, **(params or {})}
         config = self.pipeline.get_generation_config()
         config.max_new_tokens = int(settings["max_new_tokens"])
         config.repetition_penalty = float(settings["repetition_penalty"])
         config.do_sample = False
         config.apply_chat_template = False  # prompts arrive rendered
+        if settings["pattern"]:
+            config.structured_output_config = ov_genai.StructuredOutputConfig(regex=str(settings["pattern"]))
         prompts = model_input.iloc[:, 0].tolist() if hasattr(model_input, "iloc") else list(model_input)
         return [str(self.pipeline.generate(str(prompt), config)) for prompt in prompts]
 

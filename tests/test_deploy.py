@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import textwrap
 
 import pytest
 
-from helpers import deploy, runs
+from helpers import deploy, qa, runs
 from helpers.config import REPO_ROOT, load_config
 from helpers.errors import ModelNotAvailable
 
@@ -59,6 +60,10 @@ def test_serve_query_stop(packaged) -> None:
         prompt = "<|im_start|>user\nName one programming language.<|im_end|>\n<|im_start|>assistant\n"
         reply = deploy.query(server, prompt, max_new_tokens=8)
         assert reply.strip() and "<|im_start|>" not in reply
+        # The server constrains an answer as the in-process generator does (the chain's names, step 6).
+        pattern = qa.answer_pattern(["Cobol", "Fortran"])
+        constrained = deploy.query(server, prompt, max_new_tokens=8, pattern=pattern)
+        assert re.fullmatch(pattern, constrained), constrained
     finally:
         deploy.stop(server)
     assert not server.running and not deploy.health(server)
@@ -72,7 +77,7 @@ def test_server_is_stopped_when_python_exits(packaged) -> None:
     _, model_dir = packaged
     port = deploy.free_port()
     script = textwrap.dedent(f"""
-        from helpers import deploy
+        from helpers import deploy, qa
         server = deploy.start_server({str(model_dir)!r}, port={port})
         print("UP", deploy.health(server), flush=True)
     """)

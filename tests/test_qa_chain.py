@@ -3,6 +3,8 @@ answers with sources or raises a QAError that says what to do."""
 
 from __future__ import annotations
 
+import re
+
 import faiss
 import pytest
 
@@ -115,6 +117,9 @@ def test_ask_answers_with_sources(tiny_index, gen) -> None:
     assert good.model_text and good.sources[0].startswith("tiny/download.py:")
     assert good.text.startswith(f"`{good.hits[0].chunk.name}` ({good.hits[0].chunk.citation})")
     assert good.model_text in good.text and "See also:" in good.text
+    # The model's sentence opens with a name from what it read, in backticks, and puts nothing else in backticks.
+    names = qa.answer_names(good.hits, good.question, index.token_weight)
+    assert re.fullmatch(qa.answer_pattern(names), good.model_text), good.model_text
     assert "".join(pieces).split() == good.text.split(), "streamed pieces add up to the answer"
     plain = qa.ask(index, gen, "How is a shard file downloaded from the bucket?", max_new_tokens=12,
                    answer_format="plain")
@@ -160,3 +165,20 @@ def test_quoted_lines_are_the_best_matching_ones() -> None:
     lead = qa.lead_sentence([qa.Hit(chunk, 1.0)], question)
     quotes = [line for line in lead.splitlines() if line.startswith("> ")]
     assert lead.count("Delete a cached shard") == 1 and len(quotes) == 3, lead
+
+
+def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
+    source = ('def evict(self, shard_id: int, keep: bool = False) -> None:\n'
+              '    """Delete a cached shard to stay under cache_limit."""\n'
+              '    os.remove(self.cache_path(shard_id))  # The file goes\n')
+    chunk = next(c for c in qa.chunk_file("t", "t/cache.py", source) if c.symbol == "evict")
+    names = qa.answer_names([qa.Hit(chunk, 1.0)], "Which call removes a cached shard file?")
+    assert names[0] == "evict" and {"shard_id", "cache_limit", "os.remove", "self.cache_path"} <= set(names)
+    assert not {"self", "def", "None", "int", "The", "file", "keep"} & set(names), names
+    pattern = qa.answer_pattern(names)
+    assert re.fullmatch(pattern, "`os.remove` deletes the file.")
+    assert not re.fullmatch(pattern, "`osXremove` deletes it."), "dots are literal"
+    assert not re.fullmatch(pattern, "`evict` calls `rm_tree`."), "no invented name in backticks"
+    assert not re.fullmatch(pattern, "`evict`.\nMore"), "one line"
+    # Names that are not identifiers (a Markdown heading, text with backticks) are not offered; none: no pattern.
+    assert qa.answer_pattern(["True Determinism", "a`b", ""]) == ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from helpers import qa
@@ -29,3 +31,15 @@ def test_base_generator_streams_greedy_text(tiny_index) -> None:
     prompt = gen.render([{"role": "user", "content": "Name a Python keyword."}])
     first = "".join(gen.stream(prompt, 8))
     assert first.strip() and first == "".join(gen.stream(prompt, 8)), "greedy decoding is deterministic"
+
+
+def test_a_pattern_constrains_what_the_model_writes(tiny_index) -> None:
+    cfg, _, _ = tiny_index
+    gen = qa.generator(cfg, "base")
+    prompt = gen.render([{"role": "user", "content": "Which function downloads a shard? One sentence."}])
+    pattern = qa.answer_pattern(["download_shard", "S3Downloader.fetch"])
+    text = "".join(gen.stream(prompt, 16, pattern=pattern))
+    assert re.fullmatch(pattern, text), text
+    assert text.split("`")[1] in ("download_shard", "S3Downloader.fetch") and text.count("`") == 2
+    free = "".join(gen.stream(prompt, 16))
+    assert not re.fullmatch(pattern, free), "without a pattern the model writes freely"

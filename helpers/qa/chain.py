@@ -3,13 +3,14 @@
 The chain is LangChain runnables around the project's retriever. The model reads one short excerpt, the best
 match's: its signature, docstring summary and the lines that share the most rare words with the question (fewer,
 better tokens: a 135M model reads ~250 tokens in well under a second) and writes one sentence that names the
-function or class. The *symbol-first* answer opens with the best match's name, location, docstring summary and
+function or class, constrained to open with a name that occurs in that excerpt. The *symbol-first* answer opens with the best match's name, location, docstring summary and
 matching lines, taken from the code itself; the model's sentence follows, then the other hits with their matching
 lines.
 """
 
 from __future__ import annotations
 
+import keyword
 import re
 import time
 from collections.abc import Callable
@@ -49,6 +50,12 @@ SYSTEM_PROMPT = (
 )
 # One sentence (tuning half: 24 tokens cut sentences short, 48 took longer for the same keyword rate).
 DEFAULT_NEW_TOKENS = 32
+# Constrained decoding: the model's sentence must open with a name, in backticks, that occurs in what it read, and
+# may not put anything else in backticks (so it cannot present an invented name as code). The model still picks
+# which name. Tuning half (base model): its sentence held a right keyword in 27% of answers, against 13% free.
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_NOT_NAMES = frozenset(keyword.kwlist) | {"self", "cls", "str", "int", "float", "bool", "bytes", "list", "dict",
+                                          "tuple", "set", "object", "Any", "Optional", "Union", "args", "kwargs"}
 
 
 def defuse(text: str) -> str:
@@ -80,6 +87,34 @@ def excerpt(chunk: Chunk, question: str, weight: Callable[[str], float] | None =
     if extra:
         body += "\n    ...\n" + "\n".join("    " + text for text in extra)
     return body
+
+
+def _looks_like_code(word: str) -> bool:
+    """``num_canonical_nodes``, ``StreamingDataset``, ``os.path``: not a plain English word such as ``The``."""
+    return "_" in word or "." in word or any(c.isupper() for c in word[1:])
+
+
+def answer_names(hits: list[Hit], question: str, weight: Callable[[str], float] | None = None,
+                 reads: int = MODEL_READS) -> list[str]:
+    """The names the model's sentence may open with: each read hit's own name (when it is an identifier), then the
+    code-like identifiers of the excerpt it read (signature, docstring summary, matching lines), in order."""
+    names: list[str] = []
+    for hit in hits[:reads]:
+        found = [hit.chunk.name] + NAME.findall(excerpt(hit.chunk, question, weight))
+        for i, word in enumerate(found):
+            if NAME.fullmatch(word) and word not in _NOT_NAMES and word not in names and \
+                    (i == 0 or (len(word) > 2 and _looks_like_code(word))):
+                names.append(word)
+    return names
+
+
+def answer_pattern(names: list[str]) -> str:
+    """The regular expression the model's sentence must match: one of ``names`` in backticks, then one line of text
+    with no more backticks ('' when there are no names: the model writes freely)."""
+    names = [n for n in names if NAME.fullmatch(n)]
+    if not names:
+        return ""
+    return "`(" + "|".join(re.escape(n) for n in names) + r")`[^`\n]*"
 
 
 def _fit(text: str, tokenizer: Any, budget: int) -> str:
@@ -217,7 +252,8 @@ def check_settings(max_new_tokens: Any, answer_format: Any) -> None:
 def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str = DEFAULT_MODE,
                 max_new_tokens: int = DEFAULT_NEW_TOKENS, answer_format: str = "symbol-first", context_tokens: int = CONTEXT_TOKENS,
                 on_token: Callable[[str], None] | None = None, timing: dict[str, float] | None = None) -> Runnable:
-    """The LangChain runnable: {question} -> retrieve k -> prompt -> generator -> {answer, model_text, hits}."""
+    """The LangChain runnable: {question} -> retrieve k -> prompt (and the names the model's sentence may open
+    with, where the generator can constrain its output) -> generator -> {answer, model_text, hits}."""
     check_settings(max_new_tokens, answer_format)
     retrieve_docs = retriever(index, k, mode, per_file=ANSWER_PER_FILE)
 
@@ -237,11 +273,16 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
         messages = build_messages(inputs["question"], inputs["hits"], gen.tokenizer, context_tokens, index.token_weight)
         return gen.render(messages)
 
+    def pattern(inputs: dict) -> str:
+        if not getattr(gen, "constrains", False):
+            return ""
+        return answer_pattern(answer_names(inputs["hits"], inputs["question"], index.token_weight))
+
     def generate(inputs: dict) -> dict:
         if on_token and inputs["lead"]:
             on_token(inputs["lead"])
         pieces = []
-        for piece in gen.stream(inputs["prompt"], max_new_tokens):
+        for piece in gen.stream(inputs["prompt"], max_new_tokens, pattern=inputs["pattern"]):
             pieces.append(piece)
             if on_token:
                 on_token(piece)
@@ -254,7 +295,7 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
 
     return (RunnablePassthrough.assign(hits=RunnableLambda(retrieve))
             | RunnablePassthrough.assign(lead=RunnableLambda(lead))
-            | RunnablePassthrough.assign(prompt=RunnableLambda(prompt))
+            | RunnablePassthrough.assign(prompt=RunnableLambda(prompt), pattern=RunnableLambda(pattern))
             | RunnablePassthrough.assign(result=RunnableLambda(generate)))
 
 

@@ -29,12 +29,14 @@ class Generator(Protocol):
 
     tokenizer: Any  # a Hugging Face tokenizer: counts tokens and renders the chat template
     max_positions: int  # the longest prompt + answer the model takes, in tokens
+    constrains: bool  # whether ``stream`` honours ``pattern`` (constrained decoding)
 
     def render(self, messages: list[dict[str, str]], answer_prefix: str = "") -> str:
         """The chat-template text the model continues (with an optional start of the assistant's answer)."""
 
-    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
-        """Yield pieces of the answer as the model produces them."""
+    def stream(self, prompt: str, max_new_tokens: int = 64, pattern: str = "") -> Iterator[str]:
+        """Yield pieces of the answer as the model produces them; with ``pattern`` (a regular expression), the
+        answer is decoded so that it matches it (only where ``constrains`` is True)."""
 
 
 class _ChatTemplate:
@@ -61,7 +63,9 @@ def load_tokenizer(folder: str) -> Any:
 
 
 class TransformersGenerator(_ChatTemplate):
-    """A Hugging Face model in this process with transformers: greedy decoding with a KV cache."""
+    """A Hugging Face model in this process with transformers: greedy decoding with a KV cache (no constraints)."""
+
+    constrains = False
 
     def __init__(self, folder: str, threads: int | None = None, dtype: str = "float32"):
         import torch
@@ -81,10 +85,13 @@ class TransformersGenerator(_ChatTemplate):
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 2048))
         self._lock = threading.Lock()
 
-    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
+    def stream(self, prompt: str, max_new_tokens: int = 64, pattern: str = "") -> Iterator[str]:
         """Yield decoded text pieces as the model produces them (generation runs in a background thread)."""
         import torch
         from transformers import TextIteratorStreamer
+
+        if pattern:
+            raise QAError("the transformers engine cannot constrain an answer to a pattern: use engine='openvino'.")
 
         # The template's markers must become control tokens here; text from files was defused by the chain first.
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
@@ -113,8 +120,11 @@ class OpenVINOGenerator(_ChatTemplate):
     """The model's int8 OpenVINO export run by openvino-genai: the fastest CPU engine measured for it.
 
     The prompt is rendered and tokenized with the Hugging Face tokenizer (so the token ids are exactly those
-    transformers would see) and handed over as ids; pieces of text stream back through a callback.
+    transformers would see) and handed over as ids; pieces of text stream back through a callback. A ``pattern``
+    becomes openvino-genai's structured output (a regular expression the answer must match, enforced token by token).
     """
+
+    constrains = True
 
     def __init__(self, hf_folder: str, threads: int | None = None):
         import openvino_genai as ov_genai
@@ -133,7 +143,9 @@ class OpenVINOGenerator(_ChatTemplate):
         self.max_positions = int(config.get("max_position_embeddings", 2048))
         self._lock = threading.Lock()
 
-    def _config(self, max_new_tokens: int) -> Any:
+    def _config(self, max_new_tokens: int, pattern: str = "") -> Any:
+        import openvino_genai as ov_genai
+
         config = self.pipeline.get_generation_config()
         config.max_new_tokens = max_new_tokens
         config.do_sample = False
@@ -141,9 +153,11 @@ class OpenVINOGenerator(_ChatTemplate):
         config.eos_token_id = self.tokenizer.eos_token_id
         config.stop_token_ids = {self.tokenizer.eos_token_id}
         config.apply_chat_template = False  # the prompt is rendered already
+        if pattern:
+            config.structured_output_config = ov_genai.StructuredOutputConfig(regex=pattern)
         return config
 
-    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
+    def stream(self, prompt: str, max_new_tokens: int = 64, pattern: str = "") -> Iterator[str]:
         import numpy as np
         import openvino as ov
         import openvino_genai as ov_genai
@@ -160,7 +174,7 @@ class OpenVINOGenerator(_ChatTemplate):
         def work() -> None:
             try:
                 with self._lock:
-                    self.pipeline.generate(inputs, self._config(max_new_tokens), on_text)
+                    self.pipeline.generate(inputs, self._config(max_new_tokens, pattern), on_text)
             except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread below
                 errors.append(err)
             pieces.put(None)
@@ -173,15 +187,18 @@ class OpenVINOGenerator(_ChatTemplate):
 
 
 class EndpointGenerator(_ChatTemplate):
-    """The step-5 model server: the prompt is rendered here and sent to its /invocations route."""
+    """The step-5 model server: the prompt is rendered here and sent to its /invocations route (the server runs
+    openvino-genai, so it takes a ``pattern`` too)."""
+
+    constrains = True
 
     def __init__(self, url: str, template_folder: str):
         self.url = url.rstrip("/")
         self.tokenizer = load_tokenizer(template_folder)
         self.max_positions = 8192
 
-    def stream(self, prompt: str, max_new_tokens: int = 64) -> Iterator[str]:
-        yield deploy.query(self.url, prompt, max_new_tokens=max_new_tokens)
+    def stream(self, prompt: str, max_new_tokens: int = 64, pattern: str = "") -> Iterator[str]:
+        yield deploy.query(self.url, prompt, max_new_tokens=max_new_tokens, pattern=pattern)
 
 
 def model_choices(cfg: WorkshopConfig) -> dict[str, str]:
