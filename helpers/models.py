@@ -184,6 +184,11 @@ def quiet_exporters() -> Iterator[None]:
 
     One block at a time in a process: TorchScript tracing (under every OpenVINO export) and the warning filters
     are not thread-safe, and ``make app`` prepares the embedder beside the generator."""
+    from optimum.utils import logging as optimum_logging
+
+    # optimum gives its loggers their level and handler when the first one is made, which may be inside the block
+    # (optimum.intel is imported on first use): make it happen now, so that the level set below stays.
+    optimum_logging.get_logger()
     loggers = [logging.getLogger(name) for name in ("optimum", "nncf", "sentence_transformers", "transformers")]
     with _EXPORT_LOCK:
         levels = [logger.level for logger in loggers]

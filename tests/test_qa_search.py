@@ -82,3 +82,37 @@ def test_a_file_that_matches_in_several_places_gains(tiny_index) -> None:
         assert gained, "no file matched in more than one place: the test question is too narrow"
         ordered = [h.score for h in index._with_file_evidence(plain)]
         assert ordered == sorted(ordered, reverse=True)
+
+
+def test_quoted_text_is_words_of_three_or_more() -> None:
+    from helpers.qa.search import quoted_words
+
+    question = ("Resuming fails with 'Timestamp mismatch: batch 12 differs'. I don't know why, and `max_duration` "
+                "or '10ep' didn't help; \"the bucket path or permission\" too.")
+    assert quoted_words(question) == [["timestamp", "mismatch", "batch", "12", "differs"],
+                                      ["the", "bucket", "path", "or", "permission"]]
+    assert quoted_words("Why doesn't the model's cache work?") == []
+
+
+def test_a_quoted_error_message_finds_where_it_is_raised(tiny_index) -> None:
+    """The message is built from string pieces on several lines (as real code does); another file uses the same
+    words more often but not in that order. The quote lifts the raising chunk to first place."""
+    import faiss
+
+    cfg, _, _ = tiny_index
+    raising = ("def check(batch, ranks):\n    if batch % ranks:\n        raise ValueError(f'Global batch size {batch} '"
+               " +\n                         f'is not evenly divisible by the initial total ' +\n"
+               "                         'number of devices.')\n")
+    chatty = ("def plan(devices, batch):\n    \"\"\"Devices and batch: the number of devices, the initial devices, the "
+              "total devices, the batch divisible by devices, evenly, devices.\"\"\"\n    return devices, batch\n")
+    chunks = qa.chunk_file("t", "t/partition.py", raising) + qa.chunk_file("t", "t/planner.py", chatty)
+    chunks += qa.CodeIndex.load(cfg).chunks  # the tiny corpus, so that BM25 has words to weigh
+    index = qa.CodeIndex(cfg, chunks, faiss.IndexFlatIP(384))  # no vectors: hybrid search is BM25 (and quotes)
+    question = "Resuming fails with 'is not evenly divisible by the initial total number of devices'. Why?"
+    index.quote_weight = 0.0
+    assert index.search(question, 2, "hybrid")[0].chunk.path == "t/planner.py", "BM25 alone prefers the chatty file"
+    index.quote_weight = 1.0
+    for mode in ("hybrid", "bm25"):
+        assert index.search(question, 2, mode)[0].chunk.path == "t/partition.py"
+    unquoted = question.replace("'", "")
+    assert index.search(unquoted, 2, "hybrid")[0].chunk.path == "t/planner.py", "only quoted text counts"

@@ -2,7 +2,8 @@
 
 *Dense* search compares meanings (all-MiniLM-L6-v2 vectors in FAISS, through LangChain's vector store);
 *lexical* search (BM25) matches words, with identifiers split at ``_`` and camelCase; *hybrid* fuses both
-rankings by reciprocal rank fusion.
+rankings by reciprocal rank fusion. Quoted text in a question (a pasted error message) adds a third ranking to
+hybrid and BM25 search: the candidates that hold its runs of words in order.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ FILE_EVIDENCE = 0.5
 FILE_EVIDENCE_CHUNKS = 2
 PER_FILE = 1  # chunks of one file in the results: one file cannot crowd out the others (tuning half, k=5: r@5 0.89 -> 0.95)
 TEST_PARTS = ("tests", "test", "testing", "examples", "example", "benchmarks")
+# Quoted text in a question (usually a pasted error message) is a third ranking in hybrid and BM25 search: the
+# candidate chunks that contain most of its runs of words, in order (string pieces joined across lines).
+QUOTE_WEIGHT = 1.0
+QUOTE_MIN_WORDS = 3  # shorter quotes ('10ep', `max_duration`) are identifiers or values: BM25 handles them
+QUOTE_SHARE = 0.5  # a chunk must hold at least this share of the quote's word runs
+QUOTE_RUN = 4  # words per run
+_QUOTED = re.compile(r"""(?:^|(?<=[\s(\[:,]))(['"`])(.+?)\1(?=$|[\s).,;:!?\]])""")
 
 _STOP = frozenset("""a an and are as at be by for from how i if in is it its of on or that the this to what when where
 which who why with does do can self def return none true false import class cls""".split())
@@ -61,6 +69,23 @@ def code_tokens(text: str) -> list[str]:
         if len(parts) > 1:
             out.extend(p for p in parts if p not in _STOP and len(p) > 1)
     return out
+
+
+def quoted_words(question: str) -> list[list[str]]:
+    """The question's quoted spans of ``QUOTE_MIN_WORDS`` words or more, each as lower-case words."""
+    spans = [words for _, text in _QUOTED.findall(question) if len(words := _words(text)) >= QUOTE_MIN_WORDS]
+    return spans
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words, with the prefixes of string literals (``f'``, ``rb"``) dropped, so an error message that
+    the source builds from several string pieces reads as the message does."""
+    return re.findall(r"[a-z0-9]+", re.sub(r"\b[rbfu]{1,2}(?=['\"])", "", text.lower()))
+
+
+def _runs(words: list[str], n: int = QUOTE_RUN) -> set[tuple[str, ...]]:
+    n = min(n, len(words))
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
 def is_test_or_example(path: str) -> bool:
@@ -103,6 +128,7 @@ class CodeIndex:
         self.test_weight = TEST_WEIGHT
         self.per_file = PER_FILE
         self.file_evidence = FILE_EVIDENCE
+        self.quote_weight = QUOTE_WEIGHT
         # Chunks without a vector yet (a lexical-first build, see build_index): hybrid search uses BM25 alone.
         self.pending = int(missing_vectors(faiss_index).sum())
 
@@ -140,6 +166,23 @@ class CodeIndex:
         top = np.argsort(-scores)[:n]
         return [Hit(self.chunks[i], float(scores[i])) for i in top if scores[i] > 0]
 
+    def quoted(self, question: str, candidates: list[Hit]) -> list[Hit]:
+        """The candidates holding at least ``QUOTE_SHARE`` of the runs of ``QUOTE_RUN`` words of the question's
+        quoted text, most first (score: the share); none when the question quotes nothing."""
+        spans = quoted_words(question)
+        if not spans:
+            return []
+        wanted = set().union(*(_runs(words) for words in spans))
+        found: dict[int, Hit] = {}
+        for hit in candidates:
+            if id(hit.chunk) not in found:
+                words = _words(hit.chunk.text)
+                have = set().union(*(_runs(words, min(QUOTE_RUN, len(w))) for w in spans)) if words else set()
+                share = len(wanted & have) / len(wanted)
+                if share >= QUOTE_SHARE:
+                    found[id(hit.chunk)] = Hit(hit.chunk, share)
+        return sorted(found.values(), key=lambda h: -h.score)
+
     def _with_file_evidence(self, hits: list[Hit]) -> list[Hit]:
         """One ranking with each file's best hit lifted by ``file_evidence`` times the file's next
         ``FILE_EVIDENCE_CHUNKS`` best scores, in that ranking's own units (cosine or BM25 score), re-sorted; the file's
@@ -157,7 +200,8 @@ class CodeIndex:
 
         In each ranking, a file's best chunk first gains ``self.file_evidence`` times the scores of the file's next
         best chunks (a file that matches in several places is more likely the answer; see ``_with_file_evidence``).
-        Hybrid fuses both rankings by weighted reciprocal rank (``self.weights``: dense, BM25). Chunks from tests
+        Hybrid fuses both rankings by weighted reciprocal rank (``self.weights``: dense, BM25); in hybrid and BM25
+        search, quoted text in the question adds the candidates that hold it (``quoted``, ``self.quote_weight``). Chunks from tests
         and examples count ``self.test_weight`` times as much as library code (a preference, not a filter:
         a question about a test still finds it), since "how do I…" is usually answered by the library itself.
         At most ``per_file`` (default ``self.per_file``; 0 for no limit) chunks come from one file, its best ones,
@@ -175,7 +219,9 @@ class CodeIndex:
                     "bm25": [self.bm25(question, pool)] if mode in ("bm25", "hybrid") else []}
         if self.file_evidence:
             rankings = {name: [self._with_file_evidence(hits) for hits in lists] for name, lists in rankings.items()}
-        weights = {"dense": self.weights[0], "bm25": self.weights[1]}
+        if mode != "dense":
+            rankings["quote"] = [self.quoted(question, [h for lists in rankings.values() for hits in lists for h in hits])]
+        weights = {"dense": self.weights[0], "bm25": self.weights[1], "quote": self.quote_weight}
         fused: dict[int, float] = {}
         chunk_of: dict[int, Chunk] = {}
         for name, lists in rankings.items():
