@@ -92,6 +92,8 @@ def test_quoted_text_is_words_of_three_or_more() -> None:
     assert quoted_words(question) == [["timestamp", "mismatch", "batch", "12", "differs"],
                                       ["the", "bucket", "path", "or", "permission"]]
     assert quoted_words("Why doesn't the model's cache work?") == []
+    assert quoted_words("Training stops with\nValueError: Batch 3 is not divisible\nWhat now?") == [
+        ["batch", "3", "is", "not", "divisible"]]
 
 
 def test_a_quoted_error_message_finds_where_it_is_raised(tiny_index) -> None:
@@ -116,3 +118,5 @@ def test_a_quoted_error_message_finds_where_it_is_raised(tiny_index) -> None:
         assert index.search(question, 2, mode)[0].chunk.path == "t/partition.py"
     unquoted = question.replace("'", "")
     assert index.search(unquoted, 2, "hybrid")[0].chunk.path == "t/planner.py", "only quoted text counts"
+    pasted = "Resuming fails:\nValueError: Global batch size 12 is not evenly divisible by the initial total number of devices."
+    assert index.search(pasted, 2, "hybrid")[0].chunk.path == "t/partition.py", "or a pasted exception's message"

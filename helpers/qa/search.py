@@ -53,6 +53,7 @@ QUOTE_MIN_WORDS = 3  # shorter quotes ('10ep', `max_duration`) are identifiers o
 QUOTE_SHARE = 0.5  # a chunk must hold at least this share of the quote's word runs
 QUOTE_RUN = 4  # words per run
 _QUOTED = re.compile(r"""(?:^|(?<=[\s(\[:,]))(['"`])(.+?)\1(?=$|[\s).,;:!?\]])""")
+_RAISED = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning):[ \t]*([^\n]+)")  # a pasted traceback's last line
 
 _STOP = frozenset("""a an and are as at be by for from how i if in is it its of on or that the this to what when where
 which who why with does do can self def return none true false import class cls""".split())
@@ -72,9 +73,10 @@ def code_tokens(text: str) -> list[str]:
 
 
 def quoted_words(question: str) -> list[list[str]]:
-    """The question's quoted spans of ``QUOTE_MIN_WORDS`` words or more, each as lower-case words."""
-    spans = [words for _, text in _QUOTED.findall(question) if len(words := _words(text)) >= QUOTE_MIN_WORDS]
-    return spans
+    """The question's quoted spans, and the messages after ``SomethingError:``, of ``QUOTE_MIN_WORDS`` words or
+    more, each as lower-case words."""
+    texts = [text for _, text in _QUOTED.findall(question)] + _RAISED.findall(question)
+    return [words for text in texts if len(words := _words(text)) >= QUOTE_MIN_WORDS]
 
 
 def _words(text: str) -> list[str]:
