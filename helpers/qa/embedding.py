@@ -48,10 +48,10 @@ class _OpenVINOEncoder:
 
         xml = Path(folder) / "openvino" / "openvino_model.xml"
         if not xml.is_file():
-            raise FileNotFoundError(f"no OpenVINO model at {xml}")
+            raise ModelNotAvailable(f"no OpenVINO model at {xml}")
         pooling = read_json(Path(folder) / "1_Pooling" / "config.json") or {}
         if not (pooling.get("pooling_mode") == "mean" or pooling.get("pooling_mode_mean_tokens")):
-            raise ValueError(f"{folder} does not use mean pooling, the only pooling run here")
+            raise ModelNotAvailable(f"{folder} does not use mean pooling, the only pooling run here")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = ov.Core().compile_model(str(xml), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
         self.inputs = {port.get_any_name() for port in self.model.inputs}
@@ -120,7 +120,7 @@ class Embedder(Embeddings):
             else:
                 self._model = _OpenVINOEncoder(model_path, max_tokens)
                 self.dimension = self._model.dimension
-        except (OSError, ValueError, RuntimeError) as err:
+        except (OSError, ValueError, RuntimeError) as err:  # ModelNotAvailable is a RuntimeError: the reason, then the fix
             raise ModelNotAvailable(
                 f"the embedding model {name!r} does not load from {model_path} ({str(err).splitlines()[0][:160]}); "
                 f"offline, use the embedded {EMBEDDED_EMBEDDING!r} (embedding_model setting) or a local folder.") from None
