@@ -37,6 +37,7 @@ def test_int8_export_embeds_like_the_original_model(tiny_index) -> None:
     # A text's vector does not depend on the batch it was padded in.
     alone = np.stack([emb.embed([t])[0] for t in texts[:3]])
     assert ((alone * vectors[:3]).sum(axis=1) > 0.999).all()
+    assert emb.embed([]).shape == (0, emb.dimension) and emb.embed([""]).shape == (1, emb.dimension)
 
 
 def test_calibration_texts_are_code_and_reproducible() -> None:

@@ -61,6 +61,8 @@ class _OpenVINOEncoder:
     def encode(self, texts: list[str], on_progress: Callable[[int], object] | None = None) -> np.ndarray:
         import openvino as ov
 
+        if not texts:
+            return np.zeros((0, self.dimension), dtype="float32")
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]
         lengths = np.array([len(x) for x in ids])
         order = np.argsort(lengths, kind="stable")
