@@ -175,11 +175,12 @@ class CodeIndex:
         if not spans:
             return []
         wanted = set().union(*(_runs(words) for words in spans))
+        sizes = {min(QUOTE_RUN, len(words)) for words in spans}  # runs of 3 words for a 3-word quote
         found: dict[int, Hit] = {}
         for hit in candidates:
             if id(hit.chunk) not in found:
                 words = _words(hit.chunk.text)
-                have = set().union(*(_runs(words, min(QUOTE_RUN, len(w))) for w in spans)) if words else set()
+                have = set().union(*(_runs(words, n) for n in sizes))
                 share = len(wanted & have) / len(wanted)
                 if share >= QUOTE_SHARE:
                     found[id(hit.chunk)] = Hit(hit.chunk, share)
