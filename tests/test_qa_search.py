@@ -7,9 +7,14 @@ import pytest
 from helpers import qa
 
 
-def test_code_tokens_split_identifiers() -> None:
-    tokens = qa.code_tokens("ShardDownloader.num_canonical_nodes")
-    assert {"sharddownloader", "shard", "downloader", "num_canonical_nodes", "canonical", "nodes"} <= set(tokens)
+def test_code_tokens_split_identifiers_and_stem_words() -> None:
+    tokens = set(qa.code_tokens("ShardDownloader.num_canonical_nodes"))
+    assert {"shard", "canon", "node", "num"} <= tokens and len(tokens) == 7, tokens
+    # Users ask with other forms of the code's words: both sides are stemmed, so they meet.
+    asked = set(qa.code_tokens("How are downloaded shards cached?"))
+    code = set(qa.code_tokens("def download(self, shard):\n    self.cache[shard] = fetch()"))
+    assert {"download", "shard", "cach"} <= asked & code
+    assert not {"how", "are"} & asked, "stop words are dropped"
 
 
 @pytest.mark.parametrize("mode", qa.MODES)

@@ -8,6 +8,7 @@ hybrid and BM25 search: the candidates that hold its runs of words in order.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from rank_bm25 import BM25Okapi
+from snowballstemmer import stemmer
 
 from helpers.config import WorkshopConfig
 from helpers.errors import QAError
@@ -59,16 +61,28 @@ _STOP = frozenset("""a an and are as at be by for from how i if in is it its of 
 which who why with does do can self def return none true false import class cls""".split())
 
 
+_STEMMER = stemmer("english")
+_STEM_LOCK = threading.Lock()  # a Snowball stemmer keeps its state while it works: one word at a time
+
+
+@functools.lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    with _STEM_LOCK:
+        return _STEMMER.stemWord(word)
+
+
 def code_tokens(text: str) -> list[str]:
-    """Lower-case words for BM25, with identifiers also split at '_' and camelCase (``num_canonical_nodes`` -> 4)."""
+    """Lower-case word stems for BM25 (Snowball English: ``downloaded`` and ``downloads`` -> ``download``), with
+    identifiers also split at '_' and camelCase (``num_canonical_nodes`` -> 4). Users ask with other forms of the
+    code's words; stemming both sides took the tuning half's hybrid recall@1 from 0.61 to 0.70 (README)."""
     out = []
     for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\d+", text):
         low = word.lower()
         if low not in _STOP:
-            out.append(low)
+            out.append(_stem(low))
         parts = [p.lower() for p in re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", word)]
         if len(parts) > 1:
-            out.extend(p for p in parts if p not in _STOP and len(p) > 1)
+            out.extend(_stem(p) for p in parts if p not in _STOP and len(p) > 1)
     return out
 
 
