@@ -43,3 +43,8 @@ def test_a_pattern_constrains_what_the_model_writes(tiny_index) -> None:
     assert text.split("`")[1] in ("download_shard", "S3Downloader.fetch") and text.count("`") == 2
     free = "".join(gen.stream(prompt, 16))
     assert not re.fullmatch(pattern, free), "without a pattern the model writes freely"
+    # Python's re rejects the first two before the engine sees them; the engine itself rejects the third.
+    for bad, reason in (("(((", "missing \\)"), ("`[z-a]`", "bad character range"), ("a[\n]b", "newline")):
+        with pytest.raises(qa.QAError, match=f"pattern {re.escape(repr(bad))} is not a regular expression .*{reason}"):
+            "".join(gen.stream(prompt, 4, pattern=bad))
+    assert "".join(gen.stream(prompt, 16, pattern=pattern)) == text, "the generator still works after a bad pattern"

@@ -27,7 +27,8 @@ from helpers.constants import READY_MARKER
 from helpers.errors import ModelNotAvailable
 from helpers.files import read_json, staged_dir, write_json
 
-EMBED_BATCH = 16  # texts per inference request (OpenVINO); sentence-transformers batches for PyTorch use 64
+EMBED_BATCH = 16  # texts per inference request (OpenVINO)
+TORCH_BATCH = 64  # texts per forward pass for other models (sentence-transformers on PyTorch)
 EMBED_MAX_TOKENS = 128  # word pieces embedded per chunk: header, signature and docstring come first
 BACKENDS = ("openvino-int8", "torch")
 QUERY_CACHE = 64  # question vectors kept
@@ -137,11 +138,11 @@ class Embedder(Embeddings):
                 return self._model.encode(texts, on_progress)
         out = np.zeros((len(texts), self.dimension), dtype="float32")
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for b in range(0, len(order), 256):
-            ids = order[b:b + 256]
+        for b in range(0, len(order), TORCH_BATCH * 4):  # progress every four batches
+            ids = order[b:b + TORCH_BATCH * 4]
             with self._lock:
-                out[ids] = self._model.encode([texts[i] for i in ids], batch_size=64, normalize_embeddings=True,
-                                              convert_to_numpy=True)
+                out[ids] = self._model.encode([texts[i] for i in ids], batch_size=TORCH_BATCH,
+                                              normalize_embeddings=True, convert_to_numpy=True)
             if on_progress:
                 on_progress(len(ids))
         return out
@@ -203,14 +204,15 @@ def _quantize(xml: Path, tokenizer_folder: Path, texts: list[str]) -> None:
 
 def prepare_openvino_embedder(cfg: WorkshopConfig, progress: bool = True) -> Path:
     """The embedded sentence embedder as a static int8 OpenVINO model under ``<work_dir>/models`` (made once,
-    ~25 s: sentence-transformers exports it, nncf quantizes it on ``calibration_texts``)."""
-    from sentence_transformers import SentenceTransformer
-
+    ~25 s: sentence-transformers exports it, nncf quantizes it on ``calibration_texts``). Checking that it is
+    there is all that runs at every start: sentence-transformers (~5 s to import) is imported only to make it."""
     source = Path(models.embedding_model_path(cfg))
     out = cfg.models_dir / f"{cfg.embedding_model}-openvino-int8"
     stamp = {"source": str(source), "files": sorted(p.name for p in source.iterdir()), "quantization": QUANTIZATION}
     if read_json(out / READY_MARKER) == stamp:
         return out
+    from sentence_transformers import SentenceTransformer
+
     if progress:
         print(f"Exporting {cfg.embedding_model} to OpenVINO and quantizing it to int8 (once) …", flush=True)
     with staged_dir(out) as tmp, models.quiet_exporters():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,6 +117,11 @@ class TransformersGenerator(_ChatTemplate):
             raise errors[0]
 
 
+def _bad_pattern(pattern: str, reason: str) -> QAError:
+    return QAError(f"pattern {pattern!r} is not a regular expression the engine can follow ({reason}); "
+                   "qa.answer_pattern(names) makes one that is.")
+
+
 class OpenVINOGenerator(_ChatTemplate):
     """The model's int8 OpenVINO export run by openvino-genai: the fastest CPU engine measured for it.
 
@@ -162,6 +168,12 @@ class OpenVINOGenerator(_ChatTemplate):
         import openvino as ov
         import openvino_genai as ov_genai
 
+        if pattern:  # checked here: after two patterns the engine rejected in a row, its next answer drifted
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise _bad_pattern(pattern, str(err)) from None
+
         ids = np.asarray([self.tokenizer(prompt, add_special_tokens=False).input_ids], dtype=np.int64)
         inputs = ov_genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(np.ones_like(ids)))
         pieces: queue.Queue[str | None] = queue.Queue()
@@ -175,6 +187,10 @@ class OpenVINOGenerator(_ChatTemplate):
             try:
                 with self._lock:
                     self.pipeline.generate(inputs, self._config(max_new_tokens, pattern), on_text)
+            except RuntimeError as err:
+                # xgrammar compiles the pattern inside generate: "…/regex_converter.cc:75: Regex parsing error …"
+                grammar = re.search(r"/(?:regex_converter|grammar_parser)\.cc:\d+: (.*)", str(err)) if pattern else None
+                errors.append(_bad_pattern(pattern, grammar.group(1).strip()) if grammar else err)
             except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread below
                 errors.append(err)
             pieces.put(None)
