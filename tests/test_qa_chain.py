@@ -168,13 +168,15 @@ def test_quoted_lines_are_the_best_matching_ones() -> None:
 
 
 def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
-    source = ('def evict(self, shard_id: int, keep: bool = False) -> None:\n'
+    source = ('def evict(self, shard_id: int, keep: bool = False, max_retries: int = 3) -> None:\n'
               '    """Delete a cached shard to stay under cache_limit."""\n'
               '    os.remove(self.cache_path(shard_id))  # The file goes\n')
     chunk = next(c for c in qa.chunk_file("t", "t/cache.py", source) if c.symbol == "evict")
     names = qa.answer_names([qa.Hit(chunk, 1.0)], "Which call removes a cached shard file?")
     assert names[0] == "evict" and {"shard_id", "cache_limit", "os.remove", "self.cache_path"} <= set(names)
     assert not {"self", "def", "None", "int", "The", "file", "keep"} & set(names), names
+    assert "max_retries" not in names, "an identifier that shares no word with the question is not offered"
+    assert "max_retries" in qa.answer_names([qa.Hit(chunk, 1.0)], "How often is a removal retried?")
     pattern = qa.answer_pattern(names)
     assert re.fullmatch(pattern, "`os.remove` deletes the file.")
     assert not re.fullmatch(pattern, "`osXremove` deletes it."), "dots are literal"

@@ -96,15 +96,22 @@ def _looks_like_code(word: str) -> bool:
 
 def answer_names(hits: list[Hit], question: str, weight: Callable[[str], float] | None = None,
                  reads: int = MODEL_READS) -> list[str]:
-    """The names the model's sentence may open with: each read hit's own name (when it is an identifier), then the
-    code-like identifiers of the excerpt it read (signature, docstring summary, matching lines), in order."""
+    """The names the model's sentence may open with, from each excerpt it read: the hit's own name (or, for a
+    heading, the excerpt's first identifier), then the code-like identifiers of the excerpt (signature, docstring
+    summary, matching lines) that share a word with the question (a word ``weight`` counts, e.g. ``cache_limit``
+    for "a cached shard"), in order.
+
+    Offering only names that touch the question was chosen on the tuning half: the model's sentence held a right
+    keyword in 39% of answers, against 36% choosing from every identifier of the excerpt (README)."""
+    weight = weight or (lambda token: 1.0)
+    wanted = {t for t in code_tokens(question) if weight(t) > 0}
     names: list[str] = []
     for hit in hits[:reads]:
         found = [hit.chunk.name] + NAME.findall(excerpt(hit.chunk, question, weight))
-        for i, word in enumerate(found):
-            if NAME.fullmatch(word) and word not in _NOT_NAMES and word not in names and \
-                    (i == 0 or (len(word) > 2 and _looks_like_code(word))):
-                names.append(word)
+        candidates = [word for i, word in enumerate(found) if NAME.fullmatch(word) and word not in _NOT_NAMES and
+                      (i == 0 or (len(word) > 2 and _looks_like_code(word)))]
+        names += [word for j, word in enumerate(candidates) if word not in names and word not in candidates[:j] and
+                  (j == 0 or wanted & set(code_tokens(word)))]
     return names
 
 
