@@ -265,7 +265,7 @@ def evaluate_answers(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion
     for q in tqdm(questions, desc=f"answers ({label})", disable=not progress):
         ans = qa.ask(index, gen, q.question, k=k, mode=mode, max_new_tokens=max_new_tokens,
                      answer_format=answer_format)
-        context = "\n".join(h.chunk.embed_text for h in ans.hits)
+        context = "\n".join(h.chunk.search_text for h in ans.hits)
         cited = [h.chunk.path for h in ans.hits if h.chunk.citation in ans.text]
         rows.append({"setting": label, "origin": q.origin, "half": q.half, "package": q.package,
                      "question": q.question, "answer": ans.text,

@@ -18,7 +18,11 @@ def test_python_chunks_follow_structure_and_keep_lines() -> None:
         assert "\n".join(lines[c.start_line - 1:c.end_line]) == c.text
     method = by_symbol["ShardDownloader.download"]
     assert method.kind == "function" and method.text.lstrip().startswith("def download")
-    assert method.embed_text.startswith("tiny/tiny/download.py · ShardDownloader.download · lines")
+    assert method.search_text.startswith("tiny/tiny/download.py · ShardDownloader.download · lines")
+    # The embedder reads the summary before the code (it keeps only the first 64 word pieces).
+    summary = method.docstring_summary()
+    assert summary and method.dense_text.startswith(f"tiny/download.py · ShardDownloader.download\n{summary}\n")
+    assert method.dense_text.endswith(method.text)
     assert method.citation == f"tiny/download.py:{method.start_line}"
     head = by_symbol["ShardDownloader"]
     assert "chunk_bytes" in head.text and "def " not in head.text

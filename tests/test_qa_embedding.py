@@ -18,7 +18,7 @@ def test_int8_export_embeds_like_the_original_model(tiny_index) -> None:
     folder = embedding.prepare_openvino_embedder(cfg, progress=False)
     assert read_json(folder / READY_MARKER)["quantization"] == embedding.QUANTIZATION
     assert emb.signature == f"{cfg.embedding_model}/openvino-int8/{embedding.EMBED_MAX_TOKENS}"
-    texts = [c.embed_text for c in qa.CodeIndex.load(cfg).chunks]
+    texts = [c.dense_text for c in qa.CodeIndex.load(cfg).chunks]
     questions = ["How is a shard file copied from the bucket?", "merge several index.json files",
                  "How do I delete a cached shard?"]
     counted: list[int] = []
@@ -40,7 +40,25 @@ def test_int8_export_embeds_like_the_original_model(tiny_index) -> None:
     assert emb.embed([]).shape == (0, emb.dimension) and emb.embed([""]).shape == (1, emb.dimension)
 
 
+def test_token_ids_of_a_prefix_are_those_of_the_whole_text(tiny_index) -> None:
+    cfg, _, _ = tiny_index
+    encoder = qa.embedder(cfg)._model
+    n = encoder.max_tokens
+    limit = n * embedding.PREFIX_CHARS
+    long_code = "\n".join(f"    total_{i} = compute_value(shard_{i}, cache_limit={i})" for i in range(200))
+    texts = [c.dense_text for c in qa.CodeIndex.load(cfg).chunks] + [
+        long_code,  # cut at a line break
+        " " * (limit + 50) + "word " * 10,  # the prefix is blank: tokenized whole
+        "x" * (limit + 10) + " tail",  # no whitespace before the limit: tokenized whole
+        "a " * (limit // 2 - 1) + "Mötley_Crüe " + "b" * 30,  # a word across the limit
+        "",
+    ]
+    want = encoder.tokenizer(texts, truncation=True, max_length=n)["input_ids"]
+    assert encoder.token_ids(texts) == want
+    assert len(want[-5]) == n and 2 < len(want[-4]) < n
+
+
 def test_calibration_texts_are_code_and_reproducible() -> None:
     texts = embedding.calibration_texts(8)
     assert len(texts) == 8 and texts == embedding.calibration_texts(8)
-    assert all(t.startswith("calibration/") and len(t) > 20 for t in texts)
+    assert all(t.split("\n")[0].split(" · ")[0].endswith(".py") and len(t) > 20 for t in texts), texts[0][:80]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from helpers.pysource import docstring_of, first_sentence, module_name
 
-CHUNKER_VERSION = 4
+CHUNKER_VERSION = 5  # 5: the embedder reads dense_text (summary first)
 MAX_CHUNK_LINES = 60  # longer functions are split into windows of this many lines
 WINDOW_LINES = 40  # plain text files without structure
 URL_PREFIXES = ("http://", "https://")  # the path of a documentation page is its URL
@@ -50,9 +50,17 @@ class Chunk:
         return self.path if self.path.startswith(URL_PREFIXES) else f"{self.path}:{line}"
 
     @property
-    def embed_text(self) -> str:
-        """What is embedded and searched: the header (path and qualified name) then the code."""
+    def search_text(self) -> str:
+        """What BM25 searches: the header (path, qualified name, lines) then the code."""
         return self.header + "\n" + self.text
+
+    @property
+    def dense_text(self) -> str:
+        """What the embedder reads: path and qualified name, the docstring summary, then the code. Only the first
+        64 word pieces are embedded (``embedding.EMBED_MAX_TOKENS``), so the summary, which says in words what the
+        code does, comes before a signature that can fill them alone."""
+        summary = self.docstring_summary()
+        return f"{self.path} · {self.symbol}\n" + (f"{summary}\n" if summary else "") + self.text
 
     @property
     def key(self) -> str:

@@ -174,7 +174,7 @@ def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None 
         vectors[: len(kept)] = old_vectors[kept_rows]
     if fresh and embed:
         with tqdm(total=len(fresh), desc="Embedding chunks", unit="chunk", disable=not progress) as bar:
-            vectors[len(kept):] = emb.embed([c.embed_text for c in fresh], on_progress=bar.update)
+            vectors[len(kept):] = emb.embed([c.dense_text for c in fresh], on_progress=bar.update)
 
     index = faiss.IndexFlatIP(emb.dimension)
     index.add(vectors)

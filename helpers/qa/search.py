@@ -135,7 +135,7 @@ class CodeIndex:
         self.cfg = cfg
         self.chunks = chunks
         ids = [str(i) for i in range(len(chunks))]
-        docs = {i: Document(page_content=c.embed_text, metadata={"row": int(i)}, id=i) for i, c in zip(ids, chunks, strict=False)}
+        docs = {i: Document(page_content=c.search_text, metadata={"row": int(i)}, id=i) for i, c in zip(ids, chunks, strict=False)}
         self.store = FAISS(embedder(cfg), faiss_index, InMemoryDocstore(docs), dict(enumerate(ids)),
                            distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
         self._bm25: BM25Okapi | None = None
@@ -159,7 +159,7 @@ class CodeIndex:
     def _bm25_index(self) -> BM25Okapi:
         with self._lock:
             if self._bm25 is None:
-                self._bm25 = BM25Okapi([code_tokens(c.embed_text) for c in self.chunks])
+                self._bm25 = BM25Okapi([code_tokens(c.search_text) for c in self.chunks])
         return self._bm25
 
     def token_weight(self, token: str) -> float:
