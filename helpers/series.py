@@ -24,12 +24,12 @@ BUDGET_S = {"00_setup.ipynb": 90, "01_download_repos.ipynb": 25, "02_convert_to_
             "03_finetune.ipynb": 150, "04_convert_to_hf.ipynb": 70, "05_deploy.ipynb": 35,
             "06_retrieval_qa.ipynb": 120, "07_evaluate.ipynb": 60, "08_qa_panel.ipynb": 25}
 # Seconds each step took in the last whole `make workshop` from an empty work folder and an empty bytecode cache
-# (2-core AMD EPYC Zen 4 with AVX-512, 24 GB, 2026-11-29, cores otherwise idle; 352 s in all, with the int8
-# embedder). On a Zen 3 (AVX2 only) the day before, 06's embedding took ~2.5x as long. Each notebook's "Time on the
-# defaults" line states its figure; a test keeps them within 2x.
-MEASURED_S = {"00_setup.ipynb": 71, "01_download_repos.ipynb": 22, "02_convert_to_mds.ipynb": 17,
-              "03_finetune.ipynb": 93, "04_convert_to_hf.ipynb": 42, "05_deploy.ipynb": 19,
-              "06_retrieval_qa.ipynb": 40, "07_evaluate.ipynb": 38, "08_qa_panel.ipynb": 10}
+# (2-core AMD EPYC Zen 4 with AVX-512, 24 GB, 2026-11-29, cores otherwise idle; 327 s in all, with the int8
+# embedder on 64 word pieces). On a Zen 3 (AVX2 only) the day before, 06's embedding took ~2.5x as long. Each
+# notebook's "Time on the defaults" line states its figure; a test keeps them within 2x.
+MEASURED_S = {"00_setup.ipynb": 65, "01_download_repos.ipynb": 17, "02_convert_to_mds.ipynb": 17,
+              "03_finetune.ipynb": 92, "04_convert_to_hf.ipynb": 46, "05_deploy.ipynb": 20,
+              "06_retrieval_qa.ipynb": 26, "07_evaluate.ipynb": 36, "08_qa_panel.ipynb": 8}
 SUMMARY_FILE = "summary.json"
 _TIME_LINE = re.compile(r"\*\*Time on the defaults\*\* \| about (\d+(?:\.\d+)?) (s|min)\b")
 
