@@ -117,6 +117,17 @@ def health(server_or_url: Server | str) -> bool:
     return services.http_status(url + "/health") == 200
 
 
+def _server_message(body: bytes) -> str:
+    """The reason in an error reply: MLflow's JSON ``message`` without the request it repeats first
+    ("Failed to predict data '<the prompts>'. \nError: <reason>"), at most its last 300 characters."""
+    try:
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = ""
+    message = (message or body.decode(errors="replace")).rsplit("\nError: ", 1)[-1].strip()
+    return message if len(message) <= 300 else "…" + message[-300:]
+
+
 def query(server_or_url: Server | str, prompt: str, max_new_tokens: int = 64, timeout_s: float = 300,
           pattern: str = "") -> str:
     """Send one prompt to the server's /invocations route and return the generated text (prompt not included);
@@ -134,7 +145,7 @@ def query(server_or_url: Server | str, prompt: str, max_new_tokens: int = 64, ti
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # loopback URL
             payload = json.loads(resp.read())
     except urllib.error.HTTPError as err:
-        raise DeployError(f"{url}/invocations answered {err.code}: {err.read()[:300]!r}") from None
+        raise DeployError(f"{url}/invocations answered {err.code}: {_server_message(err.read())}") from None
     except (OSError, ValueError) as err:
         raise DeployError(f"could not reach the model server at {url} ({err}); is it running? (deploy.start_server)") from None
     predictions = payload.get("predictions", payload)

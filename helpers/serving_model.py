@@ -8,9 +8,12 @@ already rendered prompts; each gets a greedy completion (the prompt itself is no
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 ARTIFACT = "openvino_model"
@@ -34,8 +37,15 @@ class OpenVINOTextGenerator(PythonModel):
         config.repetition_penalty = float(settings["repetition_penalty"])
         config.do_sample = False
         config.apply_chat_template = False  # prompts arrive rendered
-        if settings["pattern"]:
-            config.structured_output_config = ov_genai.StructuredOutputConfig(regex=str(settings["pattern"]))
+        if pattern := str(settings["pattern"]):
+            # Checked before the engine sees it, as in the workshop's own generator: a server answers many clients,
+            # and after two patterns the engine rejected in a row its next answer drifted.
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise MlflowException(f"pattern {pattern!r} is not a regular expression ({err})",
+                                      error_code=INVALID_PARAMETER_VALUE) from None
+            config.structured_output_config = ov_genai.StructuredOutputConfig(regex=pattern)
         prompts = model_input.iloc[:, 0].tolist() if hasattr(model_input, "iloc") else list(model_input)
         return [str(self.pipeline.generate(str(prompt), config)) for prompt in prompts]
 

@@ -64,6 +64,10 @@ def test_serve_query_stop(packaged) -> None:
         pattern = qa.answer_pattern(["Cobol", "Fortran"])
         constrained = deploy.query(server, prompt, max_new_tokens=8, pattern=pattern)
         assert re.fullmatch(pattern, constrained), constrained
+        # A pattern that is no regular expression is refused with the reason, and the server answers as before.
+        with pytest.raises(deploy.DeployError, match=r"answered 400: .*pattern '\(\(\(' is not a regular expression"):
+            deploy.query(server, prompt, max_new_tokens=4, pattern="(((")
+        assert deploy.query(server, prompt, max_new_tokens=8, pattern=pattern) == constrained
     finally:
         deploy.stop(server)
     assert not server.running and not deploy.health(server)

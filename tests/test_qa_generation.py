@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from helpers import qa
+from helpers import deploy, models, qa
 from helpers.config import load_config
 from helpers.errors import ModelNotAvailable
 
@@ -48,3 +48,7 @@ def test_a_pattern_constrains_what_the_model_writes(tiny_index) -> None:
         with pytest.raises(qa.QAError, match=f"pattern {re.escape(repr(bad))} is not a regular expression .*{reason}"):
             "".join(gen.stream(prompt, 4, pattern=bad))
     assert "".join(gen.stream(prompt, 16, pattern=pattern)) == text, "the generator still works after a bad pattern"
+    # A client of the step-5 server checks the same way before sending anything (no server runs at this URL).
+    endpoint = qa.EndpointGenerator(f"http://127.0.0.1:{deploy.free_port()}", models.prepare_generator(cfg, progress=False))
+    with pytest.raises(qa.QAError, match=r"pattern '\(\(\(' is not a regular expression"):
+        "".join(endpoint.stream(prompt, 4, pattern="((("))

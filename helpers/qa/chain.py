@@ -3,9 +3,10 @@
 The chain is LangChain runnables around the project's retriever. The model reads one short excerpt, the best
 match's: its signature, docstring summary and the lines that share the most rare words with the question (fewer,
 better tokens: a 135M model reads ~250 tokens in well under a second) and writes one sentence that names the
-function or class, constrained to open with a name that occurs in that excerpt. The *symbol-first* answer opens with the best match's name, location, docstring summary and
-matching lines, taken from the code itself; the model's sentence follows, then the other hits with their matching
-lines.
+function or class, constrained to open with the match's own name or an identifier of that excerpt that shares a
+word with the question. The *symbol-first* answer opens with the best match's name, location, docstring summary
+and matching lines, taken from the code itself; the model's sentence follows, then the other hits with their
+matching lines.
 """
 
 from __future__ import annotations

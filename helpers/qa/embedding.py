@@ -30,8 +30,8 @@ from helpers.files import read_json, staged_dir, write_json
 EMBED_BATCH = 16  # texts per inference request (OpenVINO)
 TORCH_BATCH = 64  # texts per forward pass for other models (sentence-transformers on PyTorch)
 # Word pieces embedded per chunk (``Chunk.dense_text``: path, name, docstring summary, code). Chosen on the tuning
-# half with the summary first: hybrid MRR 0.82 at 64 against 0.80 at 128 (code first), dense recall@5 0.79 at
-# either, and the corpus embeds in ~12 s instead of ~22 s (README).
+# half with the summary first: hybrid MRR 0.82 at 64 against 0.80 at 128 (code first), dense recall@5 0.80 against
+# 0.79, and the corpus embeds in ~12 s instead of ~22 s (README; held-out hybrid MRR 0.79 either way).
 EMBED_MAX_TOKENS = 64
 PREFIX_CHARS = 16  # characters per word piece tokenized before the rest of a long text is looked at
 BACKENDS = ("openvino-int8", "torch")

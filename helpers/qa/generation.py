@@ -122,6 +122,16 @@ def _bad_pattern(pattern: str, reason: str) -> QAError:
                    "qa.answer_pattern(names) makes one that is.")
 
 
+def check_pattern(pattern: str) -> None:
+    """QAError naming ``pattern`` when Python's ``re`` cannot compile it. Checked before an engine sees it, in this
+    process or on the step-5 server: after two patterns the engine rejected in a row, its next answer drifted."""
+    if pattern:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise _bad_pattern(pattern, str(err)) from None
+
+
 class OpenVINOGenerator(_ChatTemplate):
     """The model's int8 OpenVINO export run by openvino-genai: the fastest CPU engine measured for it.
 
@@ -168,12 +178,7 @@ class OpenVINOGenerator(_ChatTemplate):
         import openvino as ov
         import openvino_genai as ov_genai
 
-        if pattern:  # checked here: after two patterns the engine rejected in a row, its next answer drifted
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                raise _bad_pattern(pattern, str(err)) from None
-
+        check_pattern(pattern)
         ids = np.asarray([self.tokenizer(prompt, add_special_tokens=False).input_ids], dtype=np.int64)
         inputs = ov_genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(np.ones_like(ids)))
         pieces: queue.Queue[str | None] = queue.Queue()
@@ -214,6 +219,7 @@ class EndpointGenerator(_ChatTemplate):
         self.max_positions = 8192
 
     def stream(self, prompt: str, max_new_tokens: int = 64, pattern: str = "") -> Iterator[str]:
+        check_pattern(pattern)
         yield deploy.query(self.url, prompt, max_new_tokens=max_new_tokens, pattern=pattern)
 
 
