@@ -177,6 +177,10 @@ def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
     assert not {"self", "def", "None", "int", "The", "file", "keep"} & set(names), names
     assert "max_retries" not in names, "an identifier that shares no word with the question is not offered"
     assert "max_retries" in qa.answer_names([qa.Hit(chunk, 1.0)], "How often is a removal retried?")
+    # With word weights (BM25's idf), only a rare shared word links a name: "shard" is common here, "cached" is not.
+    idf = {"shard": 1.0}
+    weighted = qa.answer_names([qa.Hit(chunk, 1.0)], "Which call removes a cached shard file?", lambda t: idf.get(t, 5.0))
+    assert {"cache_limit", "self.cache_path"} <= set(weighted) and "shard_id" not in weighted, weighted
     pattern = qa.answer_pattern(names)
     assert re.fullmatch(pattern, "`os.remove` deletes the file.")
     assert not re.fullmatch(pattern, "`osXremove` deletes it."), "dots are literal"
