@@ -181,6 +181,10 @@ def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
     idf = {"shard": 1.0}
     weighted = qa.answer_names([qa.Hit(chunk, 1.0)], "Which call removes a cached shard file?", lambda t: idf.get(t, 5.0))
     assert {"cache_limit", "self.cache_path"} <= set(weighted) and "shard_id" not in weighted, weighted
+    for bad in ({"reads": 0}, {"reads": "1"}, {"min_weight": "2.5"}, {"min_weight": None}):
+        name, value = next(iter(bad.items()))
+        with pytest.raises(qa.QAError, match=re.escape(f"{name}={value!r}: ")):
+            qa.answer_names([qa.Hit(chunk, 1.0)], "Which call removes a cached shard file?", **bad)
     pattern = qa.answer_pattern(names)
     assert re.fullmatch(pattern, "`os.remove` deletes the file.")
     assert not re.fullmatch(pattern, "`osXremove` deletes it."), "dots are literal"

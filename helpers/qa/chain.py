@@ -55,10 +55,9 @@ DEFAULT_NEW_TOKENS = 32
 # may not put anything else in backticks (so it cannot present an invented name as code). The model still picks
 # which name. Tuning half (base model): its sentence held a right keyword in 27% of answers, against 13% free.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-# A word of the question links an excerpt identifier to it when its idf is above this: a word in fewer than ~1 chunk
-# in 13 (tuning half: model-text keyword 0.43 with any word, 0.45 / 0.48 / 0.46 / 0.48 / 0.46 / 0.45
-# above 1.5 / 2 / 2.2 / 2.5 / 3 / 4.5, one question
-# apart: 2-3 questions gained on the tuning half; held-out 0.375 either way).
+# A word of the question links an excerpt identifier to it when its idf is above this (a word in fewer than ~1 chunk
+# in 13). Tuning half, model-text keyword: any word 0.43; above 1.5 / 2 / 2.2 / 2.5 / 3 / 4.5: 0.45 / 0.48 / 0.46 /
+# 0.48 / 0.46 / 0.45 (2-3 questions whichever threshold). Held-out: 0.375 either way.
 NAME_MIN_WEIGHT = 2.5
 _NOT_NAMES = frozenset(keyword.kwlist) | {"self", "cls", "str", "int", "float", "bool", "bytes", "list", "dict",
                                           "tuple", "set", "object", "Any", "Optional", "Union", "args", "kwargs"}
@@ -100,6 +99,11 @@ def _looks_like_code(word: str) -> bool:
     return "_" in word or "." in word or any(c.isupper() for c in word[1:])
 
 
+def _check_reads(reads: Any) -> None:
+    if not isinstance(reads, int) or isinstance(reads, bool) or reads < 1:
+        raise QAError(f"reads={reads!r}: the model must read at least one excerpt (a whole number, 1 to k).")
+
+
 def answer_names(hits: list[Hit], question: str, weight: Callable[[str], float] | None = None,
                  reads: int = MODEL_READS, min_weight: float = NAME_MIN_WEIGHT) -> list[str]:
     """The names the model's sentence may open with, from each excerpt it read: the hit's own name (or, for a
@@ -108,8 +112,11 @@ def answer_names(hits: list[Hit], question: str, weight: Callable[[str], float] 
     idf over the index) is above ``min_weight``, e.g. ``cache_limit`` for "a cached shard" but not ``current_value``
     for "a fixed value". Without ``weight`` every word of the question counts.
 
-    Chosen on the tuning half (the model's sentence held a right keyword in): every identifier of the excerpt 36%,
-    those sharing any word 39% (an earlier index); on today's index any word 43%, a rare word 48% (README)."""
+    Chosen on the tuning half (answers whose model text held a right keyword): any shared word 43%, a rare one 48%;
+    the held-out half 38% either way (README)."""
+    _check_reads(reads)
+    if not isinstance(min_weight, (int, float)) or isinstance(min_weight, bool):
+        raise QAError(f"min_weight={min_weight!r}: use a number (an idf; {NAME_MIN_WEIGHT} by default).")
     wanted = {t for t in code_tokens(question) if weight is None or weight(t) > min_weight}
     names: list[str] = []
     for hit in hits[:reads]:
@@ -139,8 +146,7 @@ def build_messages(question: str, hits: list[Hit], tokenizer: Any, context_token
                    weight: Callable[[str], float] | None = None, reads: int = MODEL_READS) -> list[dict[str, str]]:
     """System rules, then one short excerpt for each of the first ``reads`` hits (best first, each cut to its
     share of ``context_tokens``), then the question."""
-    if not isinstance(reads, int) or isinstance(reads, bool) or reads < 1:
-        raise QAError(f"reads={reads!r}: the model must read at least one excerpt (a whole number, 1 to k).")
+    _check_reads(reads)
     blocks = []
     remaining = context_tokens
     hits = hits[:reads]
