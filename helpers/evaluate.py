@@ -3,8 +3,9 @@
 The evaluation set (``data_manifests/eval_questions.yaml``) holds hand-written questions that describe behaviour
 without naming the code, each with the file(s) that answer it and keywords a correct answer contains. The
 hand-written questions are split, once and by a seeded hash, into a *tuning* half (defaults are chosen on it)
-and a *held-out* half (reported, never tuned on). More questions are generated from the corpus's own
-docstrings. Retrieval is scored by recall@k and MRR of the first chunk from an answering file; answers by the
+and a *held-out* half (reported, never tuned on). More questions are generated from the corpus itself: from its
+docstrings (describing what a function does) and from its names (asking about a function or class by name, as
+users often do). Retrieval is scored by recall@k and MRR of the first chunk from an answering file; answers by the
 share that contain a keyword, the share that cite an answering file, and latency.
 """
 
@@ -45,9 +46,13 @@ class EvalQuestion:
     question: str
     files: list[str]
     keywords: list[str]
-    origin: str = "hand"  # 'hand' or 'docstring'
+    origin: str = "hand"  # 'hand', 'docstring' or 'named'
     package: str = ""
-    half: str = "tuning"  # 'tuning' or 'held-out' (hand-written questions); docstring ones are 'tuning'
+    half: str = "tuning"  # 'tuning' or 'held-out' (hand-written questions); generated ones are 'tuning'
+
+
+# How users ask about a function or class they know by name (named_questions).
+NAMED_PHRASINGS = ("What does `{}` do?", "Where is {} defined?", "How do I use {}?", "{}")
 
 
 def package_of(path: str) -> str:
@@ -136,15 +141,35 @@ def load_offtopic(path: Path = EVAL_SET, seed: int = 17) -> list[EvalQuestion]:
     return assign_halves([EvalQuestion(q.strip(), [], [], "offtopic", "offtopic") for q in entries], seed)
 
 
-def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
-    """``n`` questions made from public functions' and classes' docstring summaries (the name is the keyword)."""
-    candidates = []
+def _public_definitions(chunks: Iterable[qa.Chunk]) -> Iterable[tuple[qa.Chunk, str]]:
+    """Each public function and class of the library code (not tests, not ``__init__.py``), with its name."""
     for c in chunks:
         if c.kind not in ("function", "class") or c.symbol.endswith("(continued)") or "test" in c.path.lower():
             continue
         name = c.symbol.split(".")[-1]
-        if name.startswith("_") or c.path.endswith("__init__.py"):
-            continue
+        if not name.startswith("_") and not c.path.endswith("__init__.py"):
+            yield c, name
+
+
+def _pick(candidates: list[EvalQuestion], n: int, seed: int) -> list[EvalQuestion]:
+    """``n`` of the candidates in a seeded order, one per keyword (the asked-for name)."""
+    rng = random.Random(seed)
+    rng.shuffle(candidates)
+    seen: set[str] = set()
+    picked = []
+    for q in candidates:
+        if len(picked) == n:
+            break
+        if q.keywords[0] not in seen:
+            seen.add(q.keywords[0])
+            picked.append(q)
+    return picked
+
+
+def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
+    """``n`` questions made from public functions' and classes' docstring summaries (the name is the keyword)."""
+    candidates = []
+    for c, name in _public_definitions(chunks):
         summary = c.docstring_summary()
         words = summary.split()
         if not (6 <= len(words) <= 30) or name.lower() in summary.lower() or \
@@ -152,16 +177,20 @@ def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17)
             continue
         candidates.append(EvalQuestion(f"Which function or class does this: {summary[0].lower() + summary[1:]}?",
                                        [c.path], [name], "docstring", package_of(c.path)))
-    rng = random.Random(seed)
-    rng.shuffle(candidates)
-    seen: set[str] = set()
-    picked = []
-    for q in candidates:
-        if q.keywords[0] not in seen:
-            seen.add(q.keywords[0])
-            picked.append(q)
-        if len(picked) == n:
-            break
+    return _pick(candidates, n, seed)
+
+
+def named_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
+    """``n`` questions that ask about a public function or class by its name, in the ``NAMED_PHRASINGS`` in turn;
+    the files that define that name answer them (the name is the keyword)."""
+    where: dict[str, list[str]] = {}
+    for c, name in _public_definitions(chunks):
+        if len(name) > 3 and c.path not in where.setdefault(name, []):
+            where[name].append(c.path)
+    picked = _pick([EvalQuestion(name, files, [name], "named", package_of(files[0]))
+                    for name, files in sorted(where.items())], n, seed)
+    for i, q in enumerate(picked):
+        q.question = NAMED_PHRASINGS[i % len(NAMED_PHRASINGS)].format(q.keywords[0])
     return picked
 
 
@@ -182,10 +211,12 @@ def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> lis
     return problems
 
 
-def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17) -> list[EvalQuestion]:
-    """The hand-written questions plus ``docstring_n`` generated ones, kept where the answering file is indexed."""
+def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, named_n: int = 0) -> list[EvalQuestion]:
+    """The hand-written questions plus ``docstring_n`` and ``named_n`` generated ones (``docstring_questions``,
+    ``named_questions``), kept where the answering file is indexed."""
     indexed = {c.path for c in index.chunks}
-    questions = load_eval_set(seed=seed) + docstring_questions(index.chunks, n=docstring_n, seed=seed)
+    questions = load_eval_set(seed=seed) + docstring_questions(index.chunks, n=docstring_n, seed=seed) + \
+        named_questions(index.chunks, n=named_n, seed=seed)
     return [q for q in questions if q.files[0] in indexed]
 
 

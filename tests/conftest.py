@@ -33,7 +33,7 @@ SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
     # index 40 files (~1/4 of the smoke corpus)
     "06_retrieval_qa.ipynb": {"max_files": 40, "max_new_tokens": 24},
     # answer evaluation on 3 questions for each available model
-    "07_evaluate.ipynb": {"docstring_questions": 8, "answer_questions": 3, "max_new_tokens": 24},
+    "07_evaluate.ipynb": {"docstring_questions": 8, "named_questions": 8, "answer_questions": 3, "max_new_tokens": 24},
     "08_qa_panel.ipynb": {"check_question": "How are shards written to disk?", "max_new_tokens": 16},
 }
 

@@ -45,6 +45,21 @@ def test_docstring_questions_and_checks() -> None:
     assert len(problems) == 2 and "NoSuchName" in problems[0] and "not in the index" in problems[1]
 
 
+def test_named_questions_ask_by_name_in_each_phrasing() -> None:
+    """Public functions and classes, asked about by name; a name defined in two files is answered by both."""
+    chunks = qa.chunk_file("tiny", "tiny/download.py", DOWNLOADER)
+    chunks += qa.chunk_file("tiny", "tiny/other.py", "def evict(name):\n    return name\n\n\ndef _hidden():\n    pass\n")
+    generated = evaluate.named_questions(chunks, n=10, seed=1)
+    by_name = {q.keywords[0]: q for q in generated}
+    assert set(by_name) == {"ShardDownloader", "download", "evict", "merge_index_files"}, "public names, 4+ letters"
+    assert by_name["evict"].files == ["tiny/download.py", "tiny/other.py"]
+    assert [q.question for q in generated] == [p.format(q.keywords[0]) for p, q in
+                                              zip(evaluate.NAMED_PHRASINGS, generated, strict=True)]
+    assert all(q.origin == "named" and q.half == "tuning" for q in generated)
+    assert evaluate.check_eval_set(generated, chunks) == []
+    assert len(evaluate.named_questions(chunks, n=2, seed=1)) == 2 and evaluate.named_questions(chunks, n=0) == []
+
+
 def test_recall_and_mrr_arithmetic() -> None:
     rows = pd.DataFrame({"mode": ["dense"] * 4, "origin": ["hand"] * 4, "question": list("abcd"),
                          "rank": [1, 3, None, 6], "ms": [1.0, 2.0, 3.0, 4.0]})

@@ -89,6 +89,25 @@ def test_a_file_that_matches_in_several_places_gains(tiny_index) -> None:
         assert ordered == sorted(ordered, reverse=True)
 
 
+def _lexical_index(cfg, files: dict[str, str]) -> qa.CodeIndex:
+    """The tiny corpus (so that BM25 has words to weigh) plus ``files``, without vectors: hybrid search is BM25 and
+    the rankings for quotes and names."""
+    import faiss
+
+    chunks = [c for path, text in files.items() for c in qa.chunk_file("t", path, text)]
+    return qa.CodeIndex(cfg, chunks + qa.CodeIndex.load(cfg).chunks, faiss.IndexFlatIP(384))
+
+
+def _weight_decides(index: qa.CodeIndex, weight: str, question: str, without: str, with_: str) -> None:
+    """With the ranking ``weight`` names at 0, ``without`` comes first (BM25 alone prefers it); at 1, ``with_`` does,
+    in hybrid and BM25 search."""
+    setattr(index, weight, 0.0)
+    assert index.search(question, 2, "hybrid")[0].chunk.path == without, f"{without} should win without {weight}"
+    setattr(index, weight, 1.0)
+    for mode in ("hybrid", "bm25"):
+        assert index.search(question, 2, mode)[0].chunk.path == with_, f"{weight} should lift {with_} ({mode})"
+
+
 def test_quoted_text_is_words_of_three_or_more() -> None:
     from helpers.qa.search import quoted_words
 
@@ -104,24 +123,49 @@ def test_quoted_text_is_words_of_three_or_more() -> None:
 def test_a_quoted_error_message_finds_where_it_is_raised(tiny_index) -> None:
     """The message is built from string pieces on several lines (as real code does); another file uses the same
     words more often but not in that order. The quote lifts the raising chunk to first place."""
-    import faiss
-
     cfg, _, _ = tiny_index
     raising = ("def check(batch, ranks):\n    if batch % ranks:\n        raise ValueError(f'Global batch size {batch} '"
                " +\n                         f'is not evenly divisible by the initial total ' +\n"
                "                         'number of devices.')\n")
     chatty = ("def plan(devices, batch):\n    \"\"\"Devices and batch: the number of devices, the initial devices, the "
               "total devices, the batch divisible by devices, evenly, devices.\"\"\"\n    return devices, batch\n")
-    chunks = qa.chunk_file("t", "t/partition.py", raising) + qa.chunk_file("t", "t/planner.py", chatty)
-    chunks += qa.CodeIndex.load(cfg).chunks  # the tiny corpus, so that BM25 has words to weigh
-    index = qa.CodeIndex(cfg, chunks, faiss.IndexFlatIP(384))  # no vectors: hybrid search is BM25 (and quotes)
+    index = _lexical_index(cfg, {"t/partition.py": raising, "t/planner.py": chatty})
     question = "Resuming fails with 'is not evenly divisible by the initial total number of devices'. Why?"
-    index.quote_weight = 0.0
-    assert index.search(question, 2, "hybrid")[0].chunk.path == "t/planner.py", "BM25 alone prefers the chatty file"
-    index.quote_weight = 1.0
-    for mode in ("hybrid", "bm25"):
-        assert index.search(question, 2, mode)[0].chunk.path == "t/partition.py"
+    _weight_decides(index, "quote_weight", question, without="t/planner.py", with_="t/partition.py")
     unquoted = question.replace("'", "")
     assert index.search(unquoted, 2, "hybrid")[0].chunk.path == "t/planner.py", "only quoted text counts"
     pasted = "Resuming fails:\nValueError: Global batch size 12 is not evenly divisible by the initial total number of devices."
     assert index.search(pasted, 2, "hybrid")[0].chunk.path == "t/partition.py", "or a pasted exception's message"
+
+
+def test_names_of_code_in_a_question() -> None:
+    from helpers.qa.search import named_identifiers
+
+    code, words = named_identifiers("Where is `predownload` used, and how do MDSWriter and Trainer.fit call "
+                                    "upload_file? Ask the Trainer.")
+    assert code == {"predownload", "MDSWriter", "Trainer.fit", "upload_file"}
+    assert words == {"Trainer"}, "'Ask' opens a sentence: not a name"
+    assert named_identifiers("How is the Trainer told to stop?") == (set(), {"Trainer"})
+    assert named_identifiers("cache_limit") == ({"cache_limit"}, set())
+    assert named_identifiers("predownload") == ({"predownload"}, set()), "a one-word question is a name"
+    assert named_identifiers("How are shards downloaded?") == (set(), set())
+
+
+def test_a_question_naming_code_finds_its_definition(tiny_index) -> None:
+    """Another file calls the function by name again and again; asked by name, its definition comes first. A
+    capitalised word finds a class only (never a function that happens to share the word)."""
+    cfg, _, _ = tiny_index
+    defining = ("def resolve_mirror(url):\n    \"\"\"Pick the closest copy of a remote folder.\"\"\"\n"
+                "    return url\n\n\nclass Mirror:\n    \"\"\"A remote folder.\"\"\"\n\n\ndef Mirrored(url):\n    return url\n")
+    calling = ("def sync(urls):\n    \"\"\"Use resolve_mirror to resolve each mirror; how to use it.\"\"\"\n"
+               + "".join(f"    m{i} = resolve_mirror(urls[{i}])  # use the resolved mirror\n" for i in range(6))
+               + "    return m0\n")
+    index = _lexical_index(cfg, {"t/mirrors.py": defining, "t/sync.py": calling})
+    question = "How do I use resolve_mirror?"
+    _weight_decides(index, "defined_weight", question, without="t/sync.py", with_="t/mirrors.py")
+    assert index.search(question, 1)[0].chunk.symbol == "resolve_mirror"
+    top = index.search("Where is the Mirror defined?", 2, "hybrid")[0].chunk
+    assert (top.path, top.symbol) == ("t/mirrors.py", "Mirror")
+    assert index.defined("How is the Mirrored copy made?", []) == [], "a capitalised word finds classes, not functions"
+    assert [h.chunk.symbol for h in index.defined("How is `Mirrored` made?", [])] == ["Mirrored"]
+    assert index.defined("How are shards downloaded?", []) == []
