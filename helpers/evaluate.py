@@ -4,8 +4,8 @@ The evaluation set (``data_manifests/eval_questions.yaml``) holds hand-written q
 without naming the code, each with the file(s) that answer it and keywords a correct answer contains. The
 hand-written questions are split, once and by a seeded hash, into a *tuning* half (defaults are chosen on it)
 and a *held-out* half (reported, never tuned on). More questions are generated from the corpus itself: from its
-docstrings (describing what a function does) and from its names (asking about a function or class by name, as
-users often do). Retrieval is scored by recall@k and MRR of the first chunk from an answering file; answers by the
+docstrings (describing what a function does) and from its names (asking about a function, class or parameter by
+name, as users often do). Retrieval is scored by recall@k and MRR of the first chunk from an answering file; answers by the
 share that contain a keyword, the share that cite an answering file, and latency.
 """
 
@@ -29,6 +29,7 @@ from helpers import qa
 from helpers.config import REPO_ROOT, WorkshopConfig
 from helpers.errors import EvalSetError
 from helpers.files import read_json, write_json, write_text
+from helpers.pysource import declared_names
 from helpers.qa.confidence import choose_threshold
 from helpers.qa.multipart import ask_multipart
 from helpers.scoring import contains_keyword
@@ -46,13 +47,15 @@ class EvalQuestion:
     question: str
     files: list[str]
     keywords: list[str]
-    origin: str = "hand"  # 'hand', 'docstring' or 'named'
+    origin: str = "hand"  # 'hand', 'docstring', 'named' or 'parameter'
     package: str = ""
     half: str = "tuning"  # 'tuning' or 'held-out' (hand-written questions); generated ones are 'tuning'
 
 
-# How users ask about a function or class they know by name (named_questions).
+# How users ask about a function or class they know by name (named_questions), and about a parameter or attribute
+# (parameter_questions).
 NAMED_PHRASINGS = ("What does `{}` do?", "Where is {} defined?", "How do I use {}?", "{}")
+PARAMETER_PHRASINGS = ("What is the default value of {}?", "What does the `{}` argument do?", "How do I set {}?")
 
 
 def package_of(path: str) -> str:
@@ -180,6 +183,16 @@ def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17)
     return _pick(candidates, n, seed)
 
 
+def _asked_by_name(where: dict[str, list[str]], origin: str, phrasings: tuple[str, ...], n: int,
+                   seed: int) -> list[EvalQuestion]:
+    """``n`` questions about the names in ``where`` (name -> the files that answer), in the ``phrasings`` in turn."""
+    picked = _pick([EvalQuestion(name, files, [name], origin, package_of(files[0]))
+                    for name, files in sorted(where.items())], n, seed)
+    for i, q in enumerate(picked):
+        q.question = phrasings[i % len(phrasings)].format(q.keywords[0])
+    return picked
+
+
 def named_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
     """``n`` questions that ask about a public function or class by its name, in the ``NAMED_PHRASINGS`` in turn;
     the files that define that name answer them (the name is the keyword)."""
@@ -187,11 +200,20 @@ def named_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> 
     for c, name in _public_definitions(chunks):
         if len(name) > 3 and c.path not in where.setdefault(name, []):
             where[name].append(c.path)
-    picked = _pick([EvalQuestion(name, files, [name], "named", package_of(files[0]))
-                    for name, files in sorted(where.items())], n, seed)
-    for i, q in enumerate(picked):
-        q.question = NAMED_PHRASINGS[i % len(NAMED_PHRASINGS)].format(q.keywords[0])
-    return picked
+    return _asked_by_name(where, "named", NAMED_PHRASINGS, n, seed)
+
+
+def parameter_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
+    """``n`` questions that ask about a parameter or class attribute by its name (``cache_limit``), in the
+    ``PARAMETER_PHRASINGS`` in turn; the files whose public functions or classes declare it answer them. Only names
+    written as code (with ``_``) and declared in at most two files: ``batch_size`` in forty files has no answer."""
+    where: dict[str, list[str]] = {}
+    for c, _ in _public_definitions(chunks):
+        for name in declared_names(c.text):
+            if "_" in name.strip("_") and not name.startswith("_") and c.path not in where.setdefault(name, []):
+                where[name].append(c.path)
+    return _asked_by_name({name: files for name, files in where.items() if 0 < len(files) <= 2}, "parameter",
+                          PARAMETER_PHRASINGS, n, seed)
 
 
 def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> list[str]:
@@ -212,11 +234,11 @@ def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> lis
 
 
 def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, named_n: int = 0) -> list[EvalQuestion]:
-    """The hand-written questions plus ``docstring_n`` and ``named_n`` generated ones (``docstring_questions``,
-    ``named_questions``), kept where the answering file is indexed."""
+    """The hand-written questions plus ``docstring_n`` generated from docstrings and ``named_n`` asking by name,
+    of each kind (``named_questions``, ``parameter_questions``), kept where the answering file is indexed."""
     indexed = {c.path for c in index.chunks}
     questions = load_eval_set(seed=seed) + docstring_questions(index.chunks, n=docstring_n, seed=seed) + \
-        named_questions(index.chunks, n=named_n, seed=seed)
+        named_questions(index.chunks, n=named_n, seed=seed) + parameter_questions(index.chunks, n=named_n, seed=seed)
     return [q for q in questions if q.files[0] in indexed]
 
 

@@ -1,4 +1,5 @@
-"""Small facts read from Python source text: a file's dotted module name and a docstring's first sentence."""
+"""Small facts read from Python source text: a file's dotted module name, a docstring's first sentence, and the
+names a definition declares (a function's parameters, a class's attributes)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,39 @@ def docstring_of(code: str, definition: bool) -> str:
         return ast.get_docstring(node) or ""  # type: ignore[arg-type]
     except TypeError:
         return ""
+
+
+def _header(lines: list[str]) -> str:
+    """A function's header: from its ``def`` line to the ``:`` that closes it (decorators left out)."""
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith(("def ", "async def "))), None)
+    if start is None:
+        return ""
+    depth = 0
+    for end in range(start, len(lines)):
+        code = re.sub(r"#.*$", "", lines[end])
+        depth += code.count("(") + code.count("[") - code.count(")") - code.count("]")
+        if depth <= 0 and code.rstrip().endswith(":"):
+            return "\n".join(lines[start:end + 1])
+    return ""
+
+
+def declared_names(code: str) -> list[str]:
+    """The names the first definition in ``code`` declares: a function's parameters (not ``self``/``cls``), or the
+    attributes a class body assigns (``cache_limit: int = 0``, dataclass fields); [] for anything else."""
+    lines = textwrap.dedent(code).splitlines()
+    first = next((line.lstrip() for line in lines if line.strip() and not line.lstrip().startswith("@")), "")
+    try:
+        if first.startswith(("def ", "async def ")):
+            node = ast.parse(textwrap.dedent(_header(lines)) + "\n    pass").body[0]
+            args = node.args  # type: ignore[attr-defined]
+            found = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+            return [name for name in found if name not in ("self", "cls")]
+        if first.startswith("class "):
+            node = ast.parse("\n".join(lines)).body[0]
+            names = [t.id for stmt in node.body if isinstance(stmt, (ast.Assign, ast.AnnAssign))  # type: ignore[attr-defined]
+                     for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
+                     if isinstance(t, ast.Name)]
+            return list(dict.fromkeys(names))
+    except (SyntaxError, ValueError, RecursionError, MemoryError, IndexError):
+        return []
+    return []

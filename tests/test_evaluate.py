@@ -60,6 +60,21 @@ def test_named_questions_ask_by_name_in_each_phrasing() -> None:
     assert len(evaluate.named_questions(chunks, n=2, seed=1)) == 2 and evaluate.named_questions(chunks, n=0) == []
 
 
+def test_parameter_questions_ask_about_names_declared_in_one_or_two_files() -> None:
+    chunks = qa.chunk_file("tiny", "tiny/download.py", DOWNLOADER)  # declares chunk_bytes (a class attribute)
+    for i in range(3):
+        chunks += qa.chunk_file("tiny", f"tiny/f{i}.py", f"def fetch{i}(batch_size, cache_limit=0, keep_zip=False):\n"
+                                                          "    return batch_size\n" if i < 2 else
+                                f"def fetch{i}(batch_size, remote):\n    return remote\n")
+    generated = evaluate.parameter_questions(chunks, n=10, seed=1)
+    by_name = {q.keywords[0]: q for q in generated}
+    assert set(by_name) == {"chunk_bytes", "cache_limit", "keep_zip"}, "with _, in at most two files"
+    assert by_name["cache_limit"].files == ["tiny/f0.py", "tiny/f1.py"]
+    assert [q.question for q in generated] == [p.format(q.keywords[0]) for p, q in
+                                              zip(evaluate.PARAMETER_PHRASINGS, generated, strict=True)]
+    assert all(q.origin == "parameter" for q in generated) and evaluate.check_eval_set(generated, chunks) == []
+
+
 def test_recall_and_mrr_arithmetic() -> None:
     rows = pd.DataFrame({"mode": ["dense"] * 4, "origin": ["hand"] * 4, "question": list("abcd"),
                          "rank": [1, 3, None, 6], "ms": [1.0, 2.0, 3.0, 4.0]})

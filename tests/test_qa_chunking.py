@@ -53,3 +53,17 @@ def test_deep_python_falls_back_to_windows_instead_of_failing() -> None:
     chunks = qa.chunk_file("s", "deep.py", deep)
     assert chunks and all(c.kind == "text" for c in chunks)
     assert qa.chunk_file("s", "empty.py", "") == []
+
+
+def test_declared_names_are_parameters_or_class_attributes() -> None:
+    from helpers.pysource import declared_names
+
+    method = ('    @property\n    def fetch(self, remote: str = "s3://(x)", *,\n              cache_limit: int | None = None,'
+              '  # bytes (or None)\n              ) -> None:\n        """Fetch."""\n        keep = 1\n')
+    assert declared_names(method) == ["remote", "cache_limit"], "self, locals and decorators are not declared"
+    window = method + "".join(f"        x{i} = {i}\n" for i in range(70))  # a long function's first window
+    assert declared_names(window.splitlines()[0] + "\n" + "\n".join(window.splitlines()[1:60])) == \
+        ["remote", "cache_limit"], "the header alone is parsed, so a cut body does not matter"
+    head = 'class Config:\n    """Settings."""\n    cache_limit: int = 0\n    keep_zip = shuffle = False\n'
+    assert declared_names(head) == ["cache_limit", "keep_zip", "shuffle"]
+    assert declared_names("x = 1\n") == [] and declared_names("def broken(a,\n") == []
