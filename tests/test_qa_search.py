@@ -153,7 +153,8 @@ def test_names_of_code_in_a_question() -> None:
 
 def test_a_question_naming_code_finds_its_definition(tiny_index) -> None:
     """Another file calls the function by name again and again; asked by its name or a parameter's, its definition
-    comes first. A capitalised word finds a class only (never a function that happens to share the word)."""
+    comes first (a parameter only if it is rare in the index). A capitalised word finds a class only (never a
+    function that happens to share the word)."""
     cfg, _, _ = tiny_index
     defining = ("def resolve_mirror(url, keep_local=False):\n    \"\"\"Pick the closest copy of a remote folder.\"\"\"\n"
                 "    return url\n\n\nclass Mirror:\n    \"\"\"A remote folder.\"\"\"\n\n\ndef Mirrored(url):\n    return url\n")
@@ -161,12 +162,14 @@ def test_a_question_naming_code_finds_its_definition(tiny_index) -> None:
                + "".join(f"    m{i} = resolve_mirror(urls[{i}], keep_local=True)  # use the resolved mirror\n"
                          for i in range(6))
                + "    return m0\n")
-    index = _lexical_index(cfg, {"t/mirrors.py": defining, "t/sync.py": calling})
+    filler = "".join(f"def helper_{i}(batch_size):\n    return batch_size\n\n\n" for i in range(120))
+    index = _lexical_index(cfg, {"t/mirrors.py": defining, "t/sync.py": calling, "t/helpers.py": filler})
     question = "How do I use resolve_mirror?"
     _weight_decides(index, "defined_weight", question, without="t/sync.py", with_="t/mirrors.py")
     assert index.search(question, 1)[0].chunk.symbol == "resolve_mirror"
     parameter = "What is the default value of keep_local?"  # a parameter: the function that declares it
     _weight_decides(index, "defined_weight", parameter, without="t/sync.py", with_="t/mirrors.py")
+    assert index.defined("Why does batch_size 64 fail?", []) == [], "a parameter of 120 functions points nowhere"
     top = index.search("Where is the Mirror defined?", 2, "hybrid")[0].chunk
     assert (top.path, top.symbol) == ("t/mirrors.py", "Mirror")
     assert index.defined("How is the Mirrored copy made?", []) == [], "a capitalised word finds classes, not functions"

@@ -65,6 +65,11 @@ _RAISED = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning):[ \t]*([^\n]+)")  #
 # parameter_questions): by a function's or class's name 0.825 / 0.88 -> 0.975 / 0.98, by a parameter's 0.725 / 0.83
 # -> 0.90 / 0.94. The hand-written questions never name the answering code; their figures stay as they were.
 DEFINED_WEIGHT = 1.0
+# A parameter or attribute name counts only when it is rare in the index (BM25 idf above this: in fewer than about one
+# chunk in 33): ``cache_limit`` (4.3) or ``num_canonical_nodes`` (3.9) point somewhere, ``batch_size`` (3.1),
+# ``remote`` (2.1) or ``tokenizer`` (2.0), declared by dozens of functions, do not ("Training with batch_size 64 runs
+# out of memory" was sent to a function that merely takes a batch_size).
+DECLARED_MIN_WEIGHT = 3.5
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _BACKTICKED = re.compile(r"`([A-Za-z_][\w.]*)`")
 _CAPITALISED = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]+\b")  # "the Trainer", not a sentence's first word
@@ -163,6 +168,7 @@ class CodeIndex:
                            distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
         self._bm25: BM25Okapi | None = None
         self._definitions: dict[str, list[Chunk]] | None = None
+        self._declarations: dict[str, list[Chunk]] | None = None
         self._lock = threading.Lock()
         self.weights = FUSION_WEIGHTS
         self.test_weight = TEST_WEIGHT
@@ -187,34 +193,40 @@ class CodeIndex:
                 self._bm25 = BM25Okapi([code_tokens(c.search_text) for c in self.chunks])
         return self._bm25
 
-    def _definitions_by_name(self) -> dict[str, list[Chunk]]:
-        """Each function's and class's chunk (its first window) under its qualified name and every dotted tail of
-        it (``Trainer.fit`` and ``fit``), and under each name it declares (a parameter, a class attribute); each
-        module chunk under its module name."""
+    def _names(self) -> tuple[dict[str, list[Chunk]], dict[str, list[Chunk]]]:
+        """(definitions, declarations): each function's and class's chunk (its first window) under its qualified
+        name and every dotted tail of it (``Trainer.fit`` and ``fit``), each module chunk under its module name; and
+        each function's and class's chunk under each name it declares (a parameter, a class attribute)."""
         with self._lock:
-            if self._definitions is None:
-                names: dict[str, list[Chunk]] = {}
+            if self._definitions is None or self._declarations is None:
+                defines: dict[str, list[Chunk]] = {}
+                declares: dict[str, list[Chunk]] = {}
                 for c in self.chunks:
                     if c.symbol.endswith("(continued)") or not c.path.endswith(".py"):
                         continue
                     if c.kind in ("function", "class"):
                         parts = c.symbol.split(".")
-                        for name in [".".join(parts[i:]) for i in range(len(parts))] + declared_names(c.text):
-                            names.setdefault(name, []).append(c)
+                        for name in (".".join(parts[i:]) for i in range(len(parts))):
+                            defines.setdefault(name, []).append(c)
+                        for name in declared_names(c.text):
+                            declares.setdefault(name, []).append(c)
                     elif c.kind == "module" and "." in c.symbol:
-                        names.setdefault(c.symbol, []).append(c)
-                self._definitions = names
-        return self._definitions
+                        defines.setdefault(c.symbol, []).append(c)
+                self._definitions, self._declarations = defines, declares
+        return self._definitions, self._declarations
 
     def defined(self, question: str, candidates: list[Hit]) -> list[Hit]:
-        """The chunks that define or declare a name the question uses (``named_identifiers``; a capitalised word
-        only when a class has that name), in the order of ``candidates`` (best first), then the rest; none when it
+        """The chunks that define a name the question uses (``named_identifiers``; a capitalised word only when a
+        class has that name) or declare it, if it is rare in the index (idf above ``DECLARED_MIN_WEIGHT``:
+        ``cache_limit``, not ``batch_size``), in the order of ``candidates`` (best first), then the rest; none when it
         names none."""
         code, words = named_identifiers(question)
         if not code and not words:
             return []
-        definitions = self._definitions_by_name()
+        definitions, declarations = self._names()
         found = [c for name in sorted(code) for c in definitions.get(name, [])]
+        found += [c for name in sorted(code) if self.token_weight(_stem(name.lower())) > DECLARED_MIN_WEIGHT
+                  for c in declarations.get(name, [])]
         found += [c for name in sorted(words) for c in definitions.get(name, []) if c.kind == "class"]
         if not found:
             return []
