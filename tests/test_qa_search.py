@@ -175,3 +175,41 @@ def test_a_question_naming_code_finds_its_definition(tiny_index) -> None:
     assert index.defined("How is the Mirrored copy made?", []) == [], "a capitalised word finds classes, not functions"
     assert [h.chunk.symbol for h in index.defined("How is `Mirrored` made?", [])] == ["Mirrored"]
     assert index.defined("How are shards downloaded?", []) == []
+
+
+def test_a_pasted_traceback_points_at_the_line_that_raised(tiny_index, tmp_path, monkeypatch) -> None:
+    """A real traceback from running corpus files: the outer frame's function talks about the error at length, but
+    the innermost frame (where it was raised) is what the traceback points at first."""
+    import importlib
+    import traceback
+
+    from helpers.qa.search import traceback_frames
+
+    cfg, _, _ = tiny_index
+    workers = ("def start_workers(count):\n    for rank in range(count):\n        check_worker(rank)\n\n\n"
+               "def check_worker(rank):\n    code = rank * 7\n    if code:\n"
+               "        raise RuntimeError(f'worker {rank} exited with code {code}')\n")
+    runner = ("from t.workers import start_workers\n\n\ndef run_all(count):\n    \"\"\"Start the workers; when a "
+              "worker exited with a code, the job dies: check the worker's exit code, restart workers, job dies "
+              "again when a worker exited.\"\"\"\n    start_workers(count)\n")
+    (tmp_path / "t").mkdir()
+    for name, text in (("workers.py", workers), ("runner.py", runner), ("__init__.py", "")):
+        (tmp_path / "t" / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module("t.runner").run_all(3)
+    except RuntimeError:
+        pasted = traceback.format_exc()
+    question = f"My job dies with this, why?\n{pasted}"
+    frames = traceback_frames(question)
+    assert [(line, name) for _, line, name in frames[:3]] == [(9, "check_worker"), (3, "start_workers"), (6, "run_all")]
+    index = _lexical_index(cfg, {"t/workers.py": workers, "t/runner.py": runner})
+    assert [h.chunk.symbol for h in index.traced(question)] == ["check_worker", "start_workers", "run_all"]
+    assert index.search(question, 1)[0].chunk.symbol == "check_worker", "the innermost frame first"
+    # Frames alone (some consoles print no source lines), and the names they hold not looked up: the frames decide.
+    bare = "\n".join(line for line in question.splitlines() if not line.startswith("    "))
+    index.defined_weight = 0.0
+    _weight_decides(index, "traceback_weight", bare, without="t/runner.py", with_="t/workers.py")
+    moved = question.replace("line 9,", "line 900,")  # another version of the file: the frame's function
+    assert [h.chunk.symbol for h in index.traced(moved)][0] == "check_worker"
+    assert index.traced("No traceback here") == []

@@ -3,8 +3,9 @@
 *Dense* search compares meanings (all-MiniLM-L6-v2 vectors in FAISS, through LangChain's vector store);
 *lexical* search (BM25) matches words, with identifiers split at ``_`` and camelCase; *hybrid* fuses both
 rankings by reciprocal rank fusion. Two more rankings join hybrid and BM25 search when a question has what they
-need: quoted text (a pasted error message) adds the candidates that hold its runs of words in order, and a name
-of the code (``MDSWriter``, ``Trainer.fit``, ``cache_limit``) adds the chunks that define or declare it.
+need: quoted text (a pasted error message) adds the candidates that hold its runs of words in order, a name of the
+code (``MDSWriter``, ``Trainer.fit``, ``cache_limit``) adds the chunks that define or declare it, and a pasted
+traceback adds the chunks its frames point at.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ DEFINED_WEIGHT = 1.0
 # ``remote`` (2.1) or ``tokenizer`` (2.0), declared by dozens of functions, do not ("Training with batch_size 64 runs
 # out of memory" was sent to a function that merely takes a batch_size).
 DECLARED_MIN_WEIGHT = 3.5
+# A pasted traceback names files and lines: each frame in an indexed file (``File ".../streaming/base/dataset.py",
+# line 1234, in __iter__``) points at the chunk holding that line. They are a fifth ranking, innermost frame first
+# (where the error was raised), in hybrid and BM25 search.
+TRACEBACK_WEIGHT = 1.0
+_FRAME = re.compile(r'File "([^"\n]+)", line (\d+)(?:, in ([\w<>.]+))?')
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _BACKTICKED = re.compile(r"`([A-Za-z_][\w.]*)`")
 _CAPITALISED = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]+\b")  # "the Trainer", not a sentence's first word
@@ -119,6 +125,12 @@ def named_identifiers(question: str) -> tuple[set[str], set[str]]:
     code |= {word for word in _IDENTIFIER.findall(text)
              if "_" in word or "." in word or any(c.isupper() for c in word[1:]) or word == text}
     return code, set(_CAPITALISED.findall(text)) - code
+
+
+def traceback_frames(question: str) -> list[tuple[str, int, str]]:
+    """The frames of a traceback pasted into the question, innermost first: (path, line, function or '')."""
+    frames = [(path.replace("\\", "/"), int(line), name or "") for path, line, name in _FRAME.findall(question)]
+    return frames[::-1]
 
 
 def _words(text: str) -> list[str]:
@@ -176,6 +188,7 @@ class CodeIndex:
         self.file_evidence = FILE_EVIDENCE
         self.quote_weight = QUOTE_WEIGHT
         self.defined_weight = DEFINED_WEIGHT
+        self.traceback_weight = TRACEBACK_WEIGHT
         # Chunks without a vector yet (a lexical-first build, see build_index): hybrid search uses BM25 alone.
         self.pending = int(missing_vectors(faiss_index).sum())
 
@@ -236,6 +249,26 @@ class CodeIndex:
         unique = {id(c): c for c in found}
         return [Hit(c, 1.0) for c in sorted(unique.values(), key=lambda c: place.get(id(c), len(candidates)))]
 
+    def traced(self, question: str) -> list[Hit]:
+        """The chunks a pasted traceback points at, innermost frame first: for each frame whose file is indexed (its
+        path ends with the indexed path), the chunk holding its line; none when the question has no such frame."""
+        frames = traceback_frames(question)
+        if not frames:
+            return []
+        by_path: dict[str, list[Chunk]] = {}
+        for c in self.chunks:
+            by_path.setdefault(c.path, []).append(c)
+        found: dict[int, Chunk] = {}
+        for path, line, function in frames:
+            indexed = max((p for p in by_path if path == p or path.endswith("/" + p)), key=len, default=None)
+            chunks = by_path.get(indexed, []) if indexed else []
+            # The line, else (another version of the file) the function the frame names.
+            at = [c for c in chunks if c.start_line <= line <= c.end_line] or \
+                [c for c in chunks if function and c.name.split(".")[-1] == function][:1]
+            for c in at:
+                found.setdefault(id(c), c)
+        return [Hit(c, 1.0) for c in found.values()]
+
     def token_weight(self, token: str) -> float:
         """How rare a word is in the index (BM25's idf; 0 for words in nearly every chunk or in none)."""
         return max(0.0, float(self._bm25_index().idf.get(token, 0.0)))
@@ -293,7 +326,8 @@ class CodeIndex:
         best chunks (a file that matches in several places is more likely the answer; see ``_with_file_evidence``).
         Hybrid fuses both rankings by weighted reciprocal rank (``self.weights``: dense, BM25); in hybrid and BM25
         search, quoted text in the question adds the candidates that hold it (``quoted``, ``self.quote_weight``), and
-        a name of the code adds the chunks that define it (``defined``, ``self.defined_weight``). Chunks from tests
+        a name of the code adds the chunks that define it (``defined``, ``self.defined_weight``), and a pasted
+        traceback the chunks its frames point at (``traced``, ``self.traceback_weight``). Chunks from tests
         and examples count ``self.test_weight`` times as much as library code (a preference, not a filter:
         a question about a test still finds it), since "how do I…" is usually answered by the library itself.
         At most ``per_file`` (default ``self.per_file``; 0 for no limit) chunks come from one file, its best ones,
@@ -315,8 +349,9 @@ class CodeIndex:
             candidates = [h for lists in rankings.values() for hits in lists for h in hits]
             rankings["quote"] = [self.quoted(question, candidates)]
             rankings["defined"] = [self.defined(question, candidates)]
+            rankings["traceback"] = [self.traced(question)]
         weights = {"dense": self.weights[0], "bm25": self.weights[1], "quote": self.quote_weight,
-                   "defined": self.defined_weight}
+                   "defined": self.defined_weight, "traceback": self.traceback_weight}
         fused: dict[int, float] = {}
         chunk_of: dict[int, Chunk] = {}
         for name, lists in rankings.items():
