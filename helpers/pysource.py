@@ -62,10 +62,13 @@ def _header(lines: list[str]) -> str:
     return ""
 
 
-def declared_names(code: str) -> list[str]:
+def declared_names(code: str, class_window: bool = False) -> list[str]:
     """The names the first definition in ``code`` declares: a function's parameters (not ``self``/``cls``), or the
-    attributes a class body assigns (``cache_limit: int = 0``, dataclass fields); [] for anything else."""
+    attributes a class body assigns (``cache_limit: int = 0``, dataclass fields); [] for anything else. With
+    ``class_window``, ``code`` is a later window of a long class body (a config dataclass of 80 fields)."""
     lines = textwrap.dedent(code).splitlines()
+    if class_window:
+        return _assigned_in_window(["class _:"] + lines)
     first = next((line.lstrip() for line in lines if line.strip() and not line.lstrip().startswith("@")), "")
     try:
         if first.startswith(("def ", "async def ")):
@@ -74,7 +77,10 @@ def declared_names(code: str) -> list[str]:
             found = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
             return [name for name in found if name not in ("self", "cls")]
         if first.startswith("class "):
-            node = ast.parse("\n".join(lines)).body[0]
+            try:
+                node = ast.parse("\n".join(lines)).body[0]
+            except SyntaxError:  # the first window of a long class (a config dataclass of 80 fields)
+                return _assigned_in_window(lines)
             names = [t.id for stmt in node.body if isinstance(stmt, (ast.Assign, ast.AnnAssign))  # type: ignore[attr-defined]
                      for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
                      if isinstance(t, ast.Name)]
@@ -82,3 +88,31 @@ def declared_names(code: str) -> list[str]:
     except (SyntaxError, ValueError, RecursionError, MemoryError, IndexError):
         return []
     return []
+
+
+_ASSIGNED = re.compile(r"([A-Za-z_]\w*)\s*(?::[^=]*)?=|([A-Za-z_]\w*)\s*:\s*\S")
+
+
+def _assigned_in_window(lines: list[str]) -> list[str]:
+    """The names a class body assigns (``x: int = 1``, ``x = 1``, ``x: int``) in a window of it that does not parse:
+    lines at the body's indentation, outside strings."""
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("class "))
+    body = [line for line in lines[start + 1:] if line.strip()]
+    if not body:
+        return []
+    indent = len(body[0]) - len(body[0].lstrip())
+    names, quote = [], ""
+    for line in body:
+        text = line.strip()
+        if quote:  # inside a docstring or another triple-quoted string
+            quote = "" if text.count(quote) % 2 else quote
+            continue
+        opened = next((q for q in ('"""', "'''") if text.count(q) % 2), "")
+        if opened:
+            quote = opened
+            continue
+        if len(line) - len(line.lstrip()) == indent and not text.startswith(("#", "@", "def ", "class ")):
+            match = _ASSIGNED.match(text)
+            if match:
+                names.append(match.group(1) or match.group(2))
+    return list(dict.fromkeys(names))

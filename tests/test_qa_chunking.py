@@ -67,3 +67,14 @@ def test_declared_names_are_parameters_or_class_attributes() -> None:
     head = 'class Config:\n    """Settings."""\n    cache_limit: int = 0\n    keep_zip = shuffle = False\n'
     assert declared_names(head) == ["cache_limit", "keep_zip", "shuffle"]
     assert declared_names("x = 1\n") == [] and declared_names("def broken(a,\n") == []
+
+
+def test_a_long_config_class_declares_its_fields_in_every_window() -> None:
+    from helpers.pysource import declared_names
+
+    fields = "".join(f"    field_{i}: int = {i}  # the {i}th setting\n" for i in range(70))
+    source = '@dataclass\nclass TrainConfig:\n    """Settings.\n\n    Args:\n        seed: not a field\n    """\n' + fields
+    first, *later = qa.chunk_file("t", "t/config.py", source)
+    assert later and later[0].symbol == "TrainConfig (continued)", "the class is long enough to be split"
+    assert declared_names(first.text)[:2] == ["field_0", "field_1"] and "seed" not in declared_names(first.text)
+    assert declared_names(later[0].text, class_window=True)[-1] == "field_69"

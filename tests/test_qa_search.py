@@ -172,6 +172,8 @@ def test_a_question_naming_code_finds_its_definition(tiny_index) -> None:
     assert index.defined("Why does batch_size 64 fail?", []) == [], "a parameter of 120 functions points nowhere"
     top = index.search("Where is the Mirror defined?", 2, "hybrid")[0].chunk
     assert (top.path, top.symbol) == ("t/mirrors.py", "Mirror")
+    qualified = index.defined("What is mirrors_lib.t.mirrors.resolve_mirror?", [])
+    assert [h.chunk.symbol for h in qualified] == ["resolve_mirror"], "a qualified name, by its longest indexed tail"
     assert index.defined("How is the Mirrored copy made?", []) == [], "a capitalised word finds classes, not functions"
     assert [h.chunk.symbol for h in index.defined("How is `Mirrored` made?", [])] == ["Mirrored"]
     assert index.defined("How are shards downloaded?", []) == []

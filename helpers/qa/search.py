@@ -215,7 +215,11 @@ class CodeIndex:
                 defines: dict[str, list[Chunk]] = {}
                 declares: dict[str, list[Chunk]] = {}
                 for c in self.chunks:
-                    if c.symbol.endswith("(continued)") or not c.path.endswith(".py"):
+                    if not c.path.endswith(".py"):
+                        continue
+                    if c.symbol.endswith("(continued)"):  # a long class's later fields are declared there
+                        for name in declared_names(c.text, class_window=True) if c.kind == "class" else []:
+                            declares.setdefault(name, []).append(c)
                         continue
                     if c.kind in ("function", "class"):
                         parts = c.symbol.split(".")
@@ -237,6 +241,9 @@ class CodeIndex:
         if not code and not words:
             return []
         definitions, declarations = self._names()
+        # A fully qualified name (``composer.callbacks.EarlyStopper``) is found by its longest indexed tail.
+        code = {next((tail for i in range(len(parts)) if (tail := ".".join(parts[i:])) in definitions), name)
+                for name in code for parts in [name.split(".")]}
         found = [c for name in sorted(code) for c in definitions.get(name, [])]
         found += [c for name in sorted(code) if self.token_weight(_stem(name.lower())) > DECLARED_MIN_WEIGHT
                   for c in declarations.get(name, [])]
