@@ -5,8 +5,8 @@ without naming the code, each with the file(s) that answer it and keywords a cor
 hand-written questions are split, once and by a seeded hash, into a *tuning* half (defaults are chosen on it)
 and a *held-out* half (reported, never tuned on). More questions are generated from the corpus itself: from its
 docstrings (describing what a function does) and from its names (asking about a function, class or parameter by
-name, as users often do). Retrieval is scored by recall@k and MRR of the first chunk from an answering file; answers by the
-share that contain a keyword, the share that cite an answering file, and latency.
+name, as users often do). Retrieval is scored by recall@k and MRR of the first chunk from an answering file;
+answers by the share that contain a keyword, the share that cite an answering file, and latency.
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ def declared_names(code: str, class_window: bool = False) -> list[str]:
                 node = ast.parse("\n".join(lines)).body[0]
             except SyntaxError:  # the first window of a long class (a config dataclass of 80 fields)
                 return _assigned_in_window(lines)
-            names = [t.id for stmt in node.body if isinstance(stmt, (ast.Assign, ast.AnnAssign))  # type: ignore[attr-defined]
+            body = node.body  # type: ignore[attr-defined]
+            names = [t.id for stmt in body if isinstance(stmt, (ast.Assign, ast.AnnAssign))
                      for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
                      if isinstance(t, ast.Name)]
             return list(dict.fromkeys(names))

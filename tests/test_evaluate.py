@@ -48,7 +48,8 @@ def test_docstring_questions_and_checks() -> None:
 def test_named_questions_ask_by_name_in_each_phrasing() -> None:
     """Public functions and classes, asked about by name; a name defined in two files is answered by both."""
     chunks = qa.chunk_file("tiny", "tiny/download.py", DOWNLOADER)
-    chunks += qa.chunk_file("tiny", "tiny/other.py", "def evict(name):\n    return name\n\n\ndef _hidden():\n    pass\n")
+    other = "def evict(name):\n    return name\n\n\ndef _hidden():\n    pass\n"
+    chunks += qa.chunk_file("tiny", "tiny/other.py", other)
     generated = evaluate.named_questions(chunks, n=10, seed=1)
     by_name = {q.keywords[0]: q for q in generated}
     assert set(by_name) == {"ShardDownloader", "download", "evict", "merge_index_files"}, "public names, 4+ letters"

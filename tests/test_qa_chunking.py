@@ -58,8 +58,9 @@ def test_deep_python_falls_back_to_windows_instead_of_failing() -> None:
 def test_declared_names_are_parameters_or_class_attributes() -> None:
     from helpers.pysource import declared_names
 
-    method = ('    @property\n    def fetch(self, remote: str = "s3://(x)", *,\n              cache_limit: int | None = None,'
-              '  # bytes (or None)\n              ) -> None:\n        """Fetch."""\n        keep = 1\n')
+    method = ('    @property\n    def fetch(self, remote: str = "s3://(x)", *,\n'
+              '              cache_limit: int | None = None,  # bytes (or None)\n'
+              '              ) -> None:\n        """Fetch."""\n        keep = 1\n')
     assert declared_names(method) == ["remote", "cache_limit"], "self, locals and decorators are not declared"
     window = method + "".join(f"        x{i} = {i}\n" for i in range(70))  # a long function's first window
     assert declared_names(window.splitlines()[0] + "\n" + "\n".join(window.splitlines()[1:60])) == \
@@ -73,7 +74,8 @@ def test_a_long_config_class_declares_its_fields_in_every_window() -> None:
     from helpers.pysource import declared_names
 
     fields = "".join(f"    field_{i}: int = {i}  # the {i}th setting\n" for i in range(70))
-    source = '@dataclass\nclass TrainConfig:\n    """Settings.\n\n    Args:\n        seed: not a field\n    """\n' + fields
+    docstring = '    """Settings.\n\n    Args:\n        seed: not a field\n    """\n'
+    source = "@dataclass\nclass TrainConfig:\n" + docstring + fields
     first, *later = qa.chunk_file("t", "t/config.py", source)
     assert later and later[0].symbol == "TrainConfig (continued)", "the class is long enough to be split"
     assert declared_names(first.text)[:2] == ["field_0", "field_1"] and "seed" not in declared_names(first.text)

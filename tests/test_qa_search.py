@@ -156,8 +156,9 @@ def test_a_question_naming_code_finds_its_definition(tiny_index) -> None:
     comes first (a parameter only if it is rare in the index). A capitalised word finds a class only (never a
     function that happens to share the word)."""
     cfg, _, _ = tiny_index
-    defining = ("def resolve_mirror(url, keep_local=False):\n    \"\"\"Pick the closest copy of a remote folder.\"\"\"\n"
-                "    return url\n\n\nclass Mirror:\n    \"\"\"A remote folder.\"\"\"\n\n\ndef Mirrored(url):\n    return url\n")
+    defining = ('def resolve_mirror(url, keep_local=False):\n    """Pick the closest copy of a remote folder."""\n'
+                '    return url\n\n\nclass Mirror:\n    """A remote folder."""\n\n\n'
+                'def Mirrored(url):\n    return url\n')
     calling = ("def sync(urls):\n    \"\"\"Use resolve_mirror to resolve each mirror; how to use it.\"\"\"\n"
                + "".join(f"    m{i} = resolve_mirror(urls[{i}], keep_local=True)  # use the resolved mirror\n"
                          for i in range(6))

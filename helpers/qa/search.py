@@ -2,7 +2,7 @@
 
 *Dense* search compares meanings (all-MiniLM-L6-v2 vectors in FAISS, through LangChain's vector store);
 *lexical* search (BM25) matches words, with identifiers split at ``_`` and camelCase; *hybrid* fuses both
-rankings by reciprocal rank fusion. Two more rankings join hybrid and BM25 search when a question has what they
+rankings by reciprocal rank fusion. Three more rankings join hybrid and BM25 search when a question has what they
 need: quoted text (a pasted error message) adds the candidates that hold its runs of words in order, a name of the
 code (``MDSWriter``, ``Trainer.fit``, ``cache_limit``) adds the chunks that define or declare it, and a pasted
 traceback adds the chunks its frames point at.
@@ -332,8 +332,8 @@ class CodeIndex:
         In each ranking, a file's best chunk first gains ``self.file_evidence`` times the scores of the file's next
         best chunks (a file that matches in several places is more likely the answer; see ``_with_file_evidence``).
         Hybrid fuses both rankings by weighted reciprocal rank (``self.weights``: dense, BM25); in hybrid and BM25
-        search, quoted text in the question adds the candidates that hold it (``quoted``, ``self.quote_weight``), and
-        a name of the code adds the chunks that define it (``defined``, ``self.defined_weight``), and a pasted
+        search, quoted text in the question adds the candidates that hold it (``quoted``, ``self.quote_weight``), a
+        name of the code the chunks that define or declare it (``defined``, ``self.defined_weight``), and a pasted
         traceback the chunks its frames point at (``traced``, ``self.traceback_weight``). Chunks from tests
         and examples count ``self.test_weight`` times as much as library code (a preference, not a filter:
         a question about a test still finds it), since "how do I…" is usually answered by the library itself.
