@@ -154,8 +154,16 @@ def _public_definitions(chunks: Iterable[qa.Chunk]) -> Iterable[tuple[qa.Chunk, 
             yield c, name
 
 
+def _check_count(name: str, n: Any) -> int:
+    """``n`` if it is a whole number of questions (0 or more), else EvalSetError naming ``name``."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise EvalSetError(f"{name}={n!r}: the number of generated questions must be a whole number, 0 or more.")
+    return n
+
+
 def _pick(candidates: list[EvalQuestion], n: int, seed: int) -> list[EvalQuestion]:
     """``n`` of the candidates in a seeded order, one per keyword (the asked-for name)."""
+    n = _check_count("n", n)
     rng = random.Random(seed)
     rng.shuffle(candidates)
     seen: set[str] = set()
@@ -236,6 +244,7 @@ def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> lis
 def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, named_n: int = 0) -> list[EvalQuestion]:
     """The hand-written questions plus ``docstring_n`` generated from docstrings and ``named_n`` asking by name,
     of each kind (``named_questions``, ``parameter_questions``), kept where the answering file is indexed."""
+    docstring_n, named_n = _check_count("docstring_n", docstring_n), _check_count("named_n", named_n)
     indexed = {c.path for c in index.chunks}
     questions = load_eval_set(seed=seed) + docstring_questions(index.chunks, n=docstring_n, seed=seed) + \
         named_questions(index.chunks, n=named_n, seed=seed) + parameter_questions(index.chunks, n=named_n, seed=seed)

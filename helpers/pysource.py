@@ -68,8 +68,9 @@ def declared_names(code: str, class_window: bool = False) -> list[str]:
     ``class_window``, ``code`` is a later window of a long class body (a config dataclass of 80 fields)."""
     lines = textwrap.dedent(code).splitlines()
     if class_window:
-        return _assigned_in_window(["class _:"] + lines)
-    first = next((line.lstrip() for line in lines if line.strip() and not line.lstrip().startswith("@")), "")
+        return _assigned_in_body(lines)
+    start = next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("@")), 0)
+    first = lines[start].lstrip() if lines else ""
     try:
         if first.startswith(("def ", "async def ")):
             node = ast.parse(textwrap.dedent(_header(lines)) + "\n    pass").body[0]
@@ -80,7 +81,7 @@ def declared_names(code: str, class_window: bool = False) -> list[str]:
             try:
                 node = ast.parse("\n".join(lines)).body[0]
             except SyntaxError:  # the first window of a long class (a config dataclass of 80 fields)
-                return _assigned_in_window(lines)
+                return _assigned_in_body(lines[start + 1:])
             body = node.body  # type: ignore[attr-defined]
             names = [t.id for stmt in body if isinstance(stmt, (ast.Assign, ast.AnnAssign))
                      for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
@@ -94,11 +95,10 @@ def declared_names(code: str, class_window: bool = False) -> list[str]:
 _ASSIGNED = re.compile(r"([A-Za-z_]\w*)\s*(?::[^=]*)?=|([A-Za-z_]\w*)\s*:\s*\S")
 
 
-def _assigned_in_window(lines: list[str]) -> list[str]:
-    """The names a class body assigns (``x: int = 1``, ``x = 1``, ``x: int``) in a window of it that does not parse:
-    lines at the body's indentation, outside strings."""
-    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("class "))
-    body = [line for line in lines[start + 1:] if line.strip()]
+def _assigned_in_body(lines: list[str]) -> list[str]:
+    """The names a class body assigns (``x: int = 1``, ``x = 1``, ``x: int``) in lines of it that do not parse as a
+    whole: lines at the body's indentation (its first line's), outside strings."""
+    body = [line for line in lines if line.strip()]
     if not body:
         return []
     indent = len(body[0]) - len(body[0].lstrip())

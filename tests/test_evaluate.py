@@ -59,6 +59,9 @@ def test_named_questions_ask_by_name_in_each_phrasing() -> None:
     assert all(q.origin == "named" and q.half == "tuning" for q in generated)
     assert evaluate.check_eval_set(generated, chunks) == []
     assert len(evaluate.named_questions(chunks, n=2, seed=1)) == 2 and evaluate.named_questions(chunks, n=0) == []
+    for bad in (-1, 2.5, "3", True):
+        with pytest.raises(EvalSetError, match=re.escape(f"n={bad!r}: ")):
+            evaluate.named_questions(chunks, n=bad)
 
 
 def test_parameter_questions_ask_about_names_declared_in_one_or_two_files() -> None:
@@ -142,6 +145,15 @@ def test_multipart_and_offtopic_sets_load_in_halves(tmp_path) -> None:
                    "      - {files: [b.py]}\n")
     with pytest.raises(EvalSetError, match=r"multipart\[0\].parts\[1\]: field 'keywords'"):
         evaluate.load_multipart(bad)
+
+
+def test_question_set_names_a_bad_count(tiny_index) -> None:
+    index = qa.CodeIndex.load(tiny_index[0])
+    assert {q.origin for q in evaluate.question_set(index, docstring_n=2, named_n=2)} >= {"docstring", "named"}
+    for kwargs in ({"named_n": -3}, {"docstring_n": "30"}):
+        (name, value), = kwargs.items()
+        with pytest.raises(EvalSetError, match=re.escape(f"{name}={value!r}: ")):
+            evaluate.question_set(index, **kwargs)
 
 
 def test_declining_threshold_is_chosen_on_the_tuning_half(tiny_index) -> None:
