@@ -2,7 +2,8 @@
 
 Prints, in one run: the full index build (embedder export excluded, then included), the rebuild after one file
 changes, retrieval p50 ms per mode, and recall@1/5/10 and MRR per mode on both halves of the hand-written
-questions (tuning and held-out) and per package, plus the generated questions: from docstrings and by name.
+questions (tuning and held-out) and per package, plus the generated questions: from docstrings, by name (a function
+or class, a parameter, a class in words), and the hand-written and named questions once more with typos.
 
     .venv/bin/python benchmarks/bench_qa.py [--work-dir DIR] [--skip-build] [--modes hybrid bm25 dense]
 """
@@ -59,7 +60,7 @@ def main() -> int:
             qa.build_index(cfg, records, progress=False)
 
     index = qa.CodeIndex.load(cfg)
-    questions = evaluate.question_set(index, docstring_n=30, named_n=40, seed=cfg.seed)
+    questions = evaluate.question_set(index, docstring_n=30, named_n=40, typos=True, seed=cfg.seed)
     for mode in args.modes:
         index.search("warm up", 4, mode)
     rows = evaluate.evaluate_retrieval(index, questions, modes=args.modes)

@@ -5,7 +5,7 @@ without naming the code, each with the file(s) that answer it and keywords a cor
 hand-written questions are split, once and by a seeded hash, into a *tuning* half (defaults are chosen on it)
 and a *held-out* half (reported, never tuned on). More questions are generated from the corpus itself: from its
 docstrings (describing what a function does) and from its names (asking about a function, class or parameter by
-name, as users often do). Retrieval is scored by recall@k and MRR of the first chunk from an answering file;
+name, or about a class in words, as users often do); any of them can be asked again with typos. Retrieval is scored by recall@k and MRR of the first chunk from an answering file;
 answers by the share that contain a keyword, the share that cite an answering file, and latency.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -47,7 +48,7 @@ class EvalQuestion:
     question: str
     files: list[str]
     keywords: list[str]
-    origin: str = "hand"  # 'hand', 'docstring', 'named' or 'parameter'
+    origin: str = "hand"  # 'hand', 'docstring', 'named', 'parameter' or 'spoken'; '+typos' when misspelled
     package: str = ""
     half: str = "tuning"  # 'tuning' or 'held-out' (hand-written questions); generated ones are 'tuning'
 
@@ -56,6 +57,10 @@ class EvalQuestion:
 # (parameter_questions).
 NAMED_PHRASINGS = ("What does `{}` do?", "Where is {} defined?", "How do I use {}?", "{}")
 PARAMETER_PHRASINGS = ("What is the default value of {}?", "What does the `{}` argument do?", "How do I set {}?")
+# A class asked about in words (spoken_questions): "the mds writer" for MDSWriter.
+SPOKEN_PHRASINGS = ("What does the {} do?", "How do I use a {}?", "Where is the {} defined?")
+TYPO_WORDS = 2  # words misspelled in each question by misspelled(), of TYPO_MIN_LETTERS letters or more
+TYPO_MIN_LETTERS = 5
 
 
 def package_of(path: str) -> str:
@@ -224,6 +229,40 @@ def parameter_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17)
                           PARAMETER_PHRASINGS, n, seed)
 
 
+def spoken_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
+    """``n`` questions that name a public class of two or more words in words, lower case (``MDSWriter`` -> "the
+    mds writer"), in the ``SPOKEN_PHRASINGS`` in turn; the files that define the class answer them."""
+    where: dict[str, list[str]] = {}
+    for c, name in _public_definitions(chunks):
+        if c.kind == "class" and len(qa.name_parts(name)) > 1 and c.path not in where.setdefault(name, []):
+            where[name].append(c.path)
+    picked = _asked_by_name({name: files for name, files in where.items() if files}, "spoken", SPOKEN_PHRASINGS,
+                            n, seed)
+    for q in picked:
+        name = q.keywords[0]
+        q.question = q.question.replace(name, " ".join(qa.name_parts(name)))
+    return picked
+
+
+def misspelled(questions: list[EvalQuestion], seed: int = 17, words: int = TYPO_WORDS) -> list[EvalQuestion]:
+    """The questions again, each with ``words`` of its words (``TYPO_MIN_LETTERS`` letters or more) misspelled by one
+    slip of the hand: a letter dropped, two neighbours swapped, or a letter doubled; origin gets '+typos'. Seeded:
+    the same questions get the same typos."""
+    rng = random.Random(seed)
+    out = []
+    for q in questions:
+        text = q.question
+        spans = [m.span() for m in re.finditer(rf"[A-Za-z_]{{{TYPO_MIN_LETTERS},}}", text)]
+        for start, end in sorted(rng.sample(spans, min(words, len(spans))), reverse=True):
+            word, i = text[start:end], rng.randrange(1, end - start - 1)
+            slip = rng.choice(("drop", "swap", "double"))
+            typed = {"drop": word[:i] + word[i + 1:], "swap": word[:i] + word[i + 1] + word[i] + word[i + 2:],
+                     "double": word[:i] + word[i] + word[i:]}[slip]
+            text = text[:start] + typed + text[end:]
+        out.append(EvalQuestion(text, q.files, q.keywords, f"{q.origin}+typos", q.package, q.half))
+    return out
+
+
 def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> list[str]:
     """Problems with the set against the indexed corpus: unknown files, keywords found in no answering file."""
     text_by_path: dict[str, str] = {}
@@ -241,13 +280,18 @@ def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> lis
     return problems
 
 
-def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, named_n: int = 0) -> list[EvalQuestion]:
+def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, named_n: int = 0,
+                 typos: bool = False) -> list[EvalQuestion]:
     """The hand-written questions plus ``docstring_n`` generated from docstrings and ``named_n`` asking by name,
-    of each kind (``named_questions``, ``parameter_questions``), kept where the answering file is indexed."""
+    of each kind (``named_questions``, ``parameter_questions``, ``spoken_questions``), kept where the answering file
+    is indexed; with ``typos``, the hand-written and named questions once more with typos (``misspelled``)."""
     docstring_n, named_n = _check_count("docstring_n", docstring_n), _check_count("named_n", named_n)
     indexed = {c.path for c in index.chunks}
-    questions = load_eval_set(seed=seed) + docstring_questions(index.chunks, n=docstring_n, seed=seed) + \
-        named_questions(index.chunks, n=named_n, seed=seed) + parameter_questions(index.chunks, n=named_n, seed=seed)
+    hand, named = load_eval_set(seed=seed), named_questions(index.chunks, n=named_n, seed=seed)
+    questions = hand + docstring_questions(index.chunks, n=docstring_n, seed=seed) + named + \
+        parameter_questions(index.chunks, n=named_n, seed=seed) + spoken_questions(index.chunks, n=named_n, seed=seed)
+    if typos:
+        questions += misspelled(hand + named, seed)
     return [q for q in questions if q.files[0] in indexed]
 
 

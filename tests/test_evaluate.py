@@ -79,6 +79,33 @@ def test_parameter_questions_ask_about_names_declared_in_one_or_two_files() -> N
     assert all(q.origin == "parameter" for q in generated) and evaluate.check_eval_set(generated, chunks) == []
 
 
+def test_spoken_questions_name_a_class_in_words() -> None:
+    chunks = qa.chunk_file("tiny", "tiny/download.py", DOWNLOADER)  # ShardDownloader, and functions
+    chunks += qa.chunk_file("tiny", "tiny/cache.py", "class Cache:\n    pass\n\n\nclass LRUShardCache(Cache):\n    pass\n")
+    generated = evaluate.spoken_questions(chunks, n=10, seed=1)
+    assert {q.keywords[0] for q in generated} == {"ShardDownloader", "LRUShardCache"}, "classes of two words or more"
+    by_name = {q.keywords[0]: q for q in generated}
+    assert " lru shard cache" in by_name["LRUShardCache"].question
+    assert all(q.origin == "spoken" and q.keywords[0] not in q.question for q in generated)
+    assert [q.question.replace(" ".join(qa.name_parts(q.keywords[0])), "{}") for q in generated] == \
+        list(evaluate.SPOKEN_PHRASINGS[:len(generated)])
+
+
+def test_misspelled_questions_have_two_slips_of_one_edit_each() -> None:
+    from helpers.qa.spelling import one_edit
+
+    questions = evaluate.load_eval_set()[:20]
+    typed = evaluate.misspelled(questions, seed=3)
+    assert [q.question for q in typed] == [q.question for q in evaluate.misspelled(questions, seed=3)], "seeded"
+    for q, t in zip(questions, typed, strict=True):
+        assert (t.origin, t.half, t.files, t.keywords) == (q.origin + "+typos", q.half, q.files, q.keywords)
+        before, after = q.question.split(" "), t.question.split(" ")
+        changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+        assert len(changed) == evaluate.TYPO_WORDS, (q.question, t.question)
+        for word, slip in changed:
+            assert slip.lower() in one_edit(word), (word, slip)
+
+
 def test_recall_and_mrr_arithmetic() -> None:
     rows = pd.DataFrame({"mode": ["dense"] * 4, "origin": ["hand"] * 4, "question": list("abcd"),
                          "rank": [1, 3, None, 6], "ms": [1.0, 2.0, 3.0, 4.0]})
@@ -150,6 +177,8 @@ def test_multipart_and_offtopic_sets_load_in_halves(tmp_path) -> None:
 def test_question_set_names_a_bad_count(tiny_index) -> None:
     index = qa.CodeIndex.load(tiny_index[0])
     assert {q.origin for q in evaluate.question_set(index, docstring_n=2, named_n=2)} >= {"docstring", "named"}
+    typed = evaluate.question_set(index, docstring_n=0, named_n=2, typos=True)
+    assert "named+typos" in {q.origin for q in typed}, "(the tiny corpus answers no hand-written question)"
     for kwargs in ({"named_n": -3}, {"docstring_n": "30"}):
         (name, value), = kwargs.items()
         with pytest.raises(EvalSetError, match=re.escape(f"{name}={value!r}: ")):

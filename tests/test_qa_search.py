@@ -216,3 +216,66 @@ def test_a_pasted_traceback_points_at_the_line_that_raised(tiny_index, tmp_path,
     moved = question.replace("line 9,", "line 900,")  # another version of the file: the frame's function
     assert [h.chunk.symbol for h in index.traced(moved)][0] == "check_worker"
     assert index.traced("No traceback here") == []
+
+
+def test_one_edit_is_one_edit_away() -> None:
+    from helpers.qa.spelling import one_edit
+
+    near = one_edit("Shard")
+    assert {"shad", "shards", "sharp", "hsard", "sahrd"} <= near, "dropped, added, changed, swapped"
+    assert "shard" not in near and "shrads" not in near and "sha" not in near
+    assert all(w == w.lower() for w in near)
+
+
+def test_a_dictionary_word_is_not_a_typo() -> None:
+    """In a small index without 'score', 'score' is still an English word (the embedder's vocabulary), not a typo of
+    the indexed 'core'; 'scroe' is one."""
+    from helpers.qa.spelling import correct
+
+    rarity = {"core": 2.0, "score": 3.0}.get
+    assert correct("Keep the score", {"core": 2.0}.get, lambda w: None) == "Keep the core"
+    assert correct("Keep the score", {"core": 2.0}.get, lambda w: None, dictionary=frozenset({"score"})) == \
+        "Keep the score"
+    assert correct("Keep the scroe", rarity, lambda w: None, dictionary=frozenset({"score"})) == "Keep the score"
+
+
+def test_typos_are_corrected_against_the_index(tiny_index) -> None:
+    """A misspelled name finds its definition; a known word is never 'corrected' to a more common neighbour; of two
+    indexed neighbours the more common wins; a word with no neighbour stays as typed; relevance reads the
+    corrected question."""
+    cfg, _, _ = tiny_index
+    defining = 'class TokenAccuracy:\n    """Share of tokens predicted right."""\n\n    def update(self, preds):\n' \
+               '        return preds\n'
+    striped = "".join(f"def stripe_{i}(stripe):\n    return stripe  # stripe\n\n\n" for i in range(8))
+    strive = "def halts():\n    return 'strive'\n\n\ndef halt():\n    return 'halt halt halt'\n"
+    index = _lexical_index(cfg, {"t/metrics.py": defining, "t/stripes.py": striped, "t/strive.py": strive})
+    assert index.spelled("How do I use TokenAccuacy?") == "How do I use TokenAccuracy?"
+    assert index.search("How do I use TokenAccuacy?", 1)[0].chunk.symbol == "TokenAccuracy"
+    assert index.spelled("Which callback halts a run?") == "Which callback halts a run?", "a known word stays"
+    assert index.spelled("Where is each strie kept?") == "Where is each stripe kept?", "the more common neighbour"
+    assert index.spelled("Where is Strie kept?") == "Where is Stripe kept?", "a capital stays a capital"
+    assert index.spelled("Is qwzxvbn defined?") == "Is qwzxvbn defined?", "no neighbour: as typed"
+    assert index.spelled("Which cls or self?") == "Which cls or self?", "short and stop words stay"
+    # Without the correction the misspelled name finds nothing to define it.
+    assert index.defined("How do I use TokenAccuacy?", []) == []
+
+
+def test_relevance_reads_the_corrected_question(tiny_index) -> None:
+    cfg, _, _ = tiny_index
+    index = qa.CodeIndex.load(cfg)
+    typed, fixed = "How does the ShardDownlaoder evict a shard?", "How does the ShardDownloader evict a shard?"
+    assert index.spelled(typed) == fixed
+    assert qa.relevance(index, typed) == qa.relevance(index, fixed)
+
+
+def test_a_class_named_in_words_is_a_name(tiny_index) -> None:
+    """'the shard downloader' names ShardDownloader; words that spell a function (merge index files) or one word
+    (a downloader) do not."""
+    cfg, _, _ = tiny_index
+    index = qa.CodeIndex.load(cfg)
+    assert index.spoken_classes("What does the shard downloader do?") == {"ShardDownloader"}
+    assert index.spoken_classes("How do I use a Shard Downloader?") == {"ShardDownloader"}
+    assert index.spoken_classes("How do I merge index files?") == set(), "functions are not taken from words"
+    assert index.spoken_classes("What does the downloader do?") == set()
+    names = [h.chunk.symbol for h in index.defined("What does the shard downloader do?", [])]
+    assert names == ["ShardDownloader"]

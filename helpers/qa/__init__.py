@@ -4,6 +4,7 @@
 * ``embedding``  — the sentence embedder (LangChain ``Embeddings``)
 * ``index``      — the FAISS + SQLite index on disk, built incrementally, no pickle
 * ``search``     — dense, BM25 and hybrid search, and the LangChain retriever
+* ``spelling``   — typos in a question, corrected against the words of the index
 * ``generation`` — the ``Generator`` protocol and the models behind it
 * ``chain``      — the prompt, the LangChain chain, ``ask`` and ``Answer``
 * ``confidence`` — how close a question comes to the index, and declining when nothing is close enough
@@ -54,6 +55,7 @@ from helpers.qa.search import (
     Hit,
     code_tokens,
     hit_document,
+    name_parts,
     retriever,
 )
 
@@ -63,6 +65,6 @@ __all__ = [
     "NO_ANSWER", "SYSTEM_PROMPT", "Answer", "BuildStats", "Chunk", "CodeIndex", "CodeRetriever", "Embedder",
     "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "answer_names", "answer_pattern", "ask", "build_chain",
     "build_index", "build_messages", "check_question", "chunk_file", "cited_symbols", "code_tokens", "defuse", "embedder", "excerpt",
-    "file_hash", "generator", "hit_document", "is_follow_up", "key_lines", "lead_sentence", "see_also", "load_index", "model_choices", "retriever",
+    "file_hash", "generator", "hit_document", "is_follow_up", "key_lines", "lead_sentence", "name_parts", "see_also", "load_index", "model_choices", "retriever",
     "retrieval_query", "DECLINE_THRESHOLD", "Relevance", "relevance", "ask_multipart", "split_question",
 ]

@@ -35,7 +35,9 @@ class Relevance:
 
 
 def relevance(index: CodeIndex, question: str) -> Relevance:
-    """The relevance of ``question`` to ``index`` (higher is closer; about 0.3 separates on- from off-topic)."""
+    """The relevance of ``question`` to ``index`` (higher is closer; about 0.3 separates on- from off-topic).
+    Typos are corrected first (``CodeIndex.spelled``): a misspelled word is not a sign of an unknown topic."""
+    question = index.spelled(question)
     nearest = index.dense(question, 1)
     cosine = nearest[0].score if nearest else 0.0
     words = set(code_tokens(question))

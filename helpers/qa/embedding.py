@@ -155,6 +155,7 @@ class Embedder(Embeddings):
         self.signature = f"{name}/{backend}/{max_tokens}"
         self._lock = threading.Lock()
         self._queries: dict[str, list[float]] = {}
+        self._words: frozenset[str] | None = None
 
     def embed(self, texts: list[str], on_progress: Callable[[int], object] | None = None) -> np.ndarray:
         """Normalized float32 vectors for ``texts`` (in their order), batched by length."""
@@ -171,6 +172,15 @@ class Embedder(Embeddings):
             if on_progress:
                 on_progress(len(ids))
         return out
+
+    def words(self) -> frozenset[str]:
+        """The whole English words of the model's tokenizer vocabulary, lower case (``score``, ``model``; not word
+        pieces such as ``##ing``): a dictionary of common words that comes with the model."""
+        if self._words is None:
+            tokenizer = self._model.tokenizer
+            pieces = (piece.lstrip("\u0120\u2581").lower() for piece in tokenizer.get_vocab())
+            self._words = frozenset(p for p in pieces if len(p) > 1 and p.isalpha() and p.isascii())
+        return self._words
 
     # LangChain's Embeddings interface
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -5,7 +5,8 @@
 rankings by reciprocal rank fusion. Three more rankings join hybrid and BM25 search when a question has what they
 need: quoted text (a pasted error message) adds the candidates that hold its runs of words in order, a name of the
 code (``MDSWriter``, ``Trainer.fit``, ``cache_limit``) adds the chunks that define or declare it, and a pasted
-traceback adds the chunks its frames point at.
+traceback adds the chunks its frames point at. Words the index does not know are first corrected to indexed words
+one edit away (``spelling``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from helpers.config import WorkshopConfig
 from helpers.errors import QAError
 from helpers.pysource import declared_names
 from helpers.qa.chunking import Chunk
-from helpers.qa.embedding import embedder
+from helpers.qa.embedding import Embedder, embedder
 from helpers.qa.index import load_index, missing_vectors
+from helpers.qa.spelling import correct
 
 MODES = ("hybrid", "dense", "bm25")
 DEFAULT_MODE = "hybrid"  # best recall@5 and MRR on the tuning half of the evaluation set (07_evaluate.ipynb)
@@ -75,6 +77,12 @@ DECLARED_MIN_WEIGHT = 3.5
 # line 1234, in __iter__``) points at the chunk holding that line. They are a fifth ranking, innermost frame first
 # (where the error was raised), in hybrid and BM25 search.
 TRACEBACK_WEIGHT = 1.0
+# A class named in words ("the mds writer", "a Streaming Dataset", "the time unit") is a name too: two to four
+# adjacent words that spell a class name of two or more parts (MDSWriter, StreamingDataset, TimeUnit) add it to the
+# question's names. Classes only: "clean up" or "each task" also spell functions and parameters (clean_up,
+# each_task), and the tuning half lost there. Tuning half (hybrid, k=10): recall@1 0.73 -> 0.75, MRR 0.824 -> 0.832;
+# 60 generated questions that name a class in words: recall@1 0.83 -> 0.95, MRR 0.89 -> 0.96.
+SPOKEN_MAX_WORDS = 4
 _FRAME = re.compile(r'File "([^"\n]+)", line (\d+)(?:, in ([\w<>.]+))?')
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _BACKTICKED = re.compile(r"`([A-Za-z_][\w.]*)`")
@@ -94,6 +102,11 @@ def _stem(word: str) -> str:
         return _STEMMER.stemWord(word)
 
 
+def name_parts(name: str) -> list[str]:
+    """A name's words in lower case, split at ``_`` and camelCase: ``MDSWriter`` -> ``["mds", "writer"]``."""
+    return [p.lower() for p in re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", name)]
+
+
 def code_tokens(text: str) -> list[str]:
     """Lower-case word stems for BM25 (Snowball English: ``downloaded`` and ``downloads`` -> ``download``), with
     identifiers also split at '_' and camelCase (``num_canonical_nodes`` -> 4). Users ask with other forms of the
@@ -103,7 +116,7 @@ def code_tokens(text: str) -> list[str]:
         low = word.lower()
         if low not in _STOP:
             out.append(_stem(low))
-        parts = [p.lower() for p in re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", word)]
+        parts = name_parts(word)
         if len(parts) > 1:
             out.extend(_stem(p) for p in parts if p not in _STOP and len(p) > 1)
     return out
@@ -181,6 +194,8 @@ class CodeIndex:
         self._bm25: BM25Okapi | None = None
         self._definitions: dict[str, list[Chunk]] | None = None
         self._declarations: dict[str, list[Chunk]] | None = None
+        self._spoken: dict[str, list[str]] = {}  # "mdswriter" -> ["MDSWriter"]: classes by their words run together
+        self._cased: dict[str, str] = {}  # "tokenaccuracy" -> "TokenAccuracy": how the code writes a defined name
         self._lock = threading.Lock()
         self.weights = FUSION_WEIGHTS
         self.test_weight = TEST_WEIGHT
@@ -209,7 +224,9 @@ class CodeIndex:
     def _names(self) -> tuple[dict[str, list[Chunk]], dict[str, list[Chunk]]]:
         """(definitions, declarations): each function's and class's chunk (its first window) under its qualified
         name and every dotted tail of it (``Trainer.fit`` and ``fit``), each module chunk under its module name; and
-        each function's and class's chunk under each name it declares (a parameter, a class attribute)."""
+        each function's and class's chunk under each name it declares (a parameter, a class attribute). Also kept:
+        each class name of two or more parts under its words run together in lower case (``mdswriter``), and how
+        the code writes each defined or declared name (``tokenaccuracy`` -> ``TokenAccuracy``)."""
         with self._lock:
             if self._definitions is None or self._declarations is None:
                 defines: dict[str, list[Chunk]] = {}
@@ -229,6 +246,13 @@ class CodeIndex:
                             declares.setdefault(name, []).append(c)
                     elif c.kind == "module" and "." in c.symbol:
                         defines.setdefault(c.symbol, []).append(c)
+                spoken: dict[str, list[str]] = {}
+                for name, chunks in defines.items():
+                    parts = name_parts(name)
+                    if "." not in name and len(parts) > 1 and any(c.kind == "class" for c in chunks):
+                        spoken.setdefault("".join(parts), []).append(name)
+                cased = {name.lower(): name for name in [*declares, *defines] if "." not in name}
+                self._spoken, self._cased = spoken, cased
                 self._definitions, self._declarations = defines, declares
         return self._definitions, self._declarations
 
@@ -238,9 +262,10 @@ class CodeIndex:
         ``cache_limit``, not ``batch_size``), in the order of ``candidates`` (best first), then the rest; none when it
         names none."""
         code, words = named_identifiers(question)
+        definitions, declarations = self._names()
+        code |= self.spoken_classes(question)
         if not code and not words:
             return []
-        definitions, declarations = self._names()
         # A fully qualified name (``composer.callbacks.EarlyStopper``) is found by its longest indexed tail.
         code = {next((tail for i in range(len(parts)) if (tail := ".".join(parts[i:])) in definitions), name)
                 for name in code for parts in [name.split(".")]}
@@ -255,6 +280,24 @@ class CodeIndex:
             place.setdefault(id(hit.chunk), n)
         unique = {id(c): c for c in found}
         return [Hit(c, 1.0) for c in sorted(unique.values(), key=lambda c: place.get(id(c), len(candidates)))]
+
+    def spoken_classes(self, question: str) -> set[str]:
+        """The classes a question names in words: two to ``SPOKEN_MAX_WORDS`` adjacent words that, run together,
+        spell a class name of two or more parts ("the mds writer" -> ``MDSWriter``, "a time unit" -> ``TimeUnit``)."""
+        self._names()
+        words = [w.lower() for w in re.findall(r"[A-Za-z0-9]+", question)]
+        return {name for n in range(2, SPOKEN_MAX_WORDS + 1) for i in range(len(words) - n + 1)
+                for name in self._spoken.get("".join(words[i:i + n]), [])}
+
+    def spelled(self, question: str) -> str:
+        """The question with each word the index does not know (five letters or more; neither it nor its stem in
+        any chunk, nor a whole word of the embedder's vocabulary) replaced by the most common indexed word one edit
+        away, written as the code writes it (``TokenAccuacy`` -> ``TokenAccuracy``, ``fxied`` -> ``fixed``); known
+        words and words with no such neighbour stay as typed (see ``spelling``)."""
+        idf = self.vocabulary()
+        self._names()
+        words = self.store.embeddings.words() if isinstance(self.store.embeddings, Embedder) else frozenset()
+        return correct(question, lambda word: idf.get(_stem(word)), self._cased.get, _STOP, words)
 
     def traced(self, question: str) -> list[Hit]:
         """The chunks a pasted traceback points at, innermost frame first: for each frame whose file is indexed (its
@@ -329,7 +372,8 @@ class CodeIndex:
                per_file: int | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``question`` by ``mode``: 'dense', 'bm25' or 'hybrid'.
 
-        In each ranking, a file's best chunk first gains ``self.file_evidence`` times the scores of the file's next
+        Words the index does not know are first corrected (``spelled``) for the dense, BM25 and name rankings;
+        quoted text and traceback frames are matched as typed. In each ranking, a file's best chunk first gains ``self.file_evidence`` times the scores of the file's next
         best chunks (a file that matches in several places is more likely the answer; see ``_with_file_evidence``).
         Hybrid fuses both rankings by weighted reciprocal rank (``self.weights``: dense, BM25); in hybrid and BM25
         search, quoted text in the question adds the candidates that hold it (``quoted``, ``self.quote_weight``), a
@@ -348,14 +392,15 @@ class CodeIndex:
                           "or 'bm25' until then (or finish the index with qa.build_index(cfg)).")
         pool = max(4 * k, POOL)
         dense = mode in ("dense", "hybrid") and not self.pending  # a half-built index: hybrid is BM25 alone
-        rankings = {"dense": [self.dense(question, pool)] if dense else [],
-                    "bm25": [self.bm25(question, pool)] if mode in ("bm25", "hybrid") else []}
+        spelled = self.spelled(question)
+        rankings = {"dense": [self.dense(spelled, pool)] if dense else [],
+                    "bm25": [self.bm25(spelled, pool)] if mode in ("bm25", "hybrid") else []}
         if self.file_evidence:
             rankings = {name: [self._with_file_evidence(hits) for hits in lists] for name, lists in rankings.items()}
         if mode != "dense":
             candidates = [h for lists in rankings.values() for hits in lists for h in hits]
             rankings["quote"] = [self.quoted(question, candidates)]
-            rankings["defined"] = [self.defined(question, candidates)]
+            rankings["defined"] = [self.defined(spelled, candidates)]
             rankings["traceback"] = [self.traced(question)]
         weights = {"dense": self.weights[0], "bm25": self.weights[1], "quote": self.quote_weight,
                    "defined": self.defined_weight, "traceback": self.traceback_weight}

@@ -1,0 +1,62 @@
+"""Typos in a question, corrected against the words of the index.
+
+Users type fast: "How do I use TokenAccuacy?", "Which callback halts a run when a metric crosses a fxed value?". A
+misspelled identifier matches nothing in BM25, names nothing for the name ranking, and reads as noise to the
+embedder. A word the index does not know (neither the word nor its stem occurs in any chunk) and that is not a
+common English word, of five letters or more, is replaced by the most common indexed word one edit away (a letter dropped, added or changed, or two
+neighbours swapped); a word with no such neighbour stays as typed (a user's own name, a word from elsewhere).
+Correct words are never touched, since they are known: "halts" stays, although "Halt" is one edit away; nor are
+the English words of the embedder's vocabulary, which a small index may lack ("score" is not a typo of "core").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+MIN_LETTERS = 5  # shorter words have too many neighbours one edit away ("fit", "fix", "fin")
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def one_edit(word: str) -> set[str]:
+    """The lower-case strings one edit from ``word``: one character dropped, added or changed (letters, digits,
+    ``_``), or two neighbouring characters swapped."""
+    word = word.lower()
+    out: set[str] = set()
+    for i in range(len(word) + 1):
+        head, tail = word[:i], word[i:]
+        out.update(head + c + tail for c in _ALPHABET)
+        if tail:
+            out.add(head + tail[1:])
+            out.update(head + c + tail[1:] for c in _ALPHABET)
+        if len(tail) > 1:
+            out.add(head + tail[1] + tail[0] + tail[2:])
+    out.discard(word)
+    return out
+
+
+def correct(question: str, rarity: Callable[[str], float | None], spelled: Callable[[str], str | None],
+            skip: frozenset[str] = frozenset(), dictionary: frozenset[str] = frozenset()) -> str:
+    """``question`` with its unknown words corrected.
+
+    ``rarity(word)`` is None for a word the index does not know, else how rare it is (an idf: lower is more
+    common); of the known words one edit away the most common wins (then the first alphabetically, so the result
+    never depends on set order). ``spelled(word)`` gives the way the code writes a known lower-case word
+    (``tokenaccuracy`` -> ``TokenAccuracy``) or None; a correction the code writes in lower case keeps the typed
+    word's capital first letter. Words in ``skip`` (stop words) are left alone.
+    """
+
+    def fix(match: re.Match[str]) -> str:
+        word = match.group()
+        low = word.lower()
+        if len(low) < MIN_LETTERS or low in skip or low in dictionary or rarity(low) is not None:
+            return word
+        known = [(rare, near) for near in one_edit(low) if (rare := rarity(near)) is not None]
+        if not known:
+            return word
+        best = min(known)[1]
+        cased = spelled(best) or best
+        return cased[:1].upper() + cased[1:] if cased == best and word[:1].isupper() else cased
+
+    return _WORD.sub(fix, question)
