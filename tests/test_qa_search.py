@@ -239,6 +239,16 @@ def test_a_dictionary_word_is_not_a_typo() -> None:
     assert correct("Keep the scroe", rarity, lambda w: None, dictionary=frozenset({"score"})) == "Keep the score"
 
 
+
+def test_pasted_gibberish_is_looked_up_a_few_words_at_most() -> None:
+    from helpers.qa.spelling import MAX_LETTERS, MAX_LOOKUPS, correct
+
+    fixed = correct(" ".join(["scroe"] * 20), {"score": 1.0}.get, lambda w: None).split()
+    assert fixed.count("score") == MAX_LOOKUPS and fixed.count("scroe") == 20 - MAX_LOOKUPS
+    long_word = "scroe" + "x" * MAX_LETTERS
+    assert correct(long_word, {"score": 1.0}.get, lambda w: None) == long_word
+
+
 def test_typos_are_corrected_against_the_index(tiny_index) -> None:
     """A misspelled name finds its definition; a known word is never 'corrected' to a more common neighbour; of two
     indexed neighbours the more common wins; a word with no neighbour stays as typed; relevance reads the
@@ -275,6 +285,7 @@ def test_a_class_named_in_words_is_a_name(tiny_index) -> None:
     index = qa.CodeIndex.load(cfg)
     assert index.spoken_classes("What does the shard downloader do?") == {"ShardDownloader"}
     assert index.spoken_classes("How do I use a Shard Downloader?") == {"ShardDownloader"}
+    assert index.spoken_classes("what does sharddownloader do") == {"ShardDownloader"}, "typed in lower case"
     assert index.spoken_classes("How do I merge index files?") == set(), "functions are not taken from words"
     assert index.spoken_classes("What does the downloader do?") == set()
     names = [h.chunk.symbol for h in index.defined("What does the shard downloader do?", [])]

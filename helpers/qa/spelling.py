@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable
 
 MIN_LETTERS = 5  # shorter words have too many neighbours one edit away ("fit", "fix", "fin")
+MAX_LETTERS = 40  # longer "words" are pasted data, not typed
+MAX_LOOKUPS = 6  # unknown words looked up per question (each costs ~40 ms): typed questions have a few typos at most
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -47,11 +49,16 @@ def correct(question: str, rarity: Callable[[str], float | None], spelled: Calla
     word's capital first letter. Words in ``skip`` (stop words) are left alone.
     """
 
+    lookups = 0
+
     def fix(match: re.Match[str]) -> str:
+        nonlocal lookups
         word = match.group()
         low = word.lower()
-        if len(low) < MIN_LETTERS or low in skip or low in dictionary or rarity(low) is not None:
+        if not MIN_LETTERS <= len(low) <= MAX_LETTERS or low in skip or low in dictionary or \
+                rarity(low) is not None or lookups >= MAX_LOOKUPS:
             return word
+        lookups += 1
         known = [(rare, near) for near in one_edit(low) if (rare := rarity(near)) is not None]
         if not known:
             return word
