@@ -4,7 +4,8 @@
 newest at the bottom, until *Clear*. An answer is Markdown (the model writes `names` in backticks and code in
 fences) and is rendered as it streams in, code blocks coloured by pygments; under it the sources as
 ``path:line``, each unfolding to its highlighted snippet. A short follow-up ("and what is its default?") is
-searched together with the previous turn (``qa.retrieval_query``), while the model reads the question as typed.
+searched together with the previous turn (``qa.retrieval_query``), while the model reads the question as typed;
+when search corrected a typo (``CodeIndex.spelled``), a note under the question shows what it searched for.
 Settings: k, max new tokens, retrieval mode, model, follow-ups on or off. Answering runs in a background thread
 so the kernel stays responsive; a second question while one is running is refused politely.
 
@@ -152,6 +153,9 @@ _QUESTION = _TEMPLATES.from_string("""\
 {% if query %}
 <div class="qa-note qa-followup" title="{{ query }}">follow-up: also searched for “{{ previous }}”</div>
 {% endif %}
+{% if spelled %}
+<div class="qa-note qa-spelled">typos corrected, searched as “{{ spelled }}”</div>
+{% endif %}
 </div>""")
 _ANSWER = _TEMPLATES.from_string("""\
 <div class="qa-answer-text">{{ body }}</div>
@@ -183,10 +187,12 @@ def sources_html(hits: list[qa.Hit]) -> str:
                                     for h in hits])
 
 
-def question_html(question: str, query: str = "") -> str:
-    """The question of a turn; when retrieval searched a longer text (a follow-up), a note says with what."""
+def question_html(question: str, query: str = "", spelled: str = "") -> str:
+    """The question of a turn; when retrieval searched a longer text (a follow-up), a note says with what, and
+    when it corrected typos (``spelled``: the corrected question), another note shows the question it searched."""
     previous = query.split("\n", 2)[1] if query and "\n" in query else ""
-    return _QUESTION.render(question=question, query=query if previous else "", previous=previous)
+    return _QUESTION.render(question=question, query=query if previous else "", previous=previous,
+                            spelled=spelled if spelled != question else "")
 
 
 # ---------------------------------------------------------------------------------------------- widgets
@@ -366,6 +372,9 @@ class QAPanel(widgets.VBox):
             qa.check_question(question)
             assert turn is not None  # a non-empty question always has its turn
             index, gen = self._load()
+            spelled = index.spelled(question)
+            if spelled != question:
+                turn.asked.value = question_html(question, turn.query if turn.query != question else "", spelled)
             self.status.value = _state("working", "Answering…")
 
             def on_token(piece: str) -> None:

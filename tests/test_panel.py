@@ -61,6 +61,9 @@ def test_sources_are_highlighted_and_escaped() -> None:
 def test_follow_up_note_is_escaped() -> None:
     html = panel.question_html("and <b>its</b> default?", "and <b>its</b> default?\nWhat is \"<i>\"?\nx")
     assert "<b>its" not in html and "<i>" not in html and "qa-followup" in html and "&lt;i&gt;" in html
+    html = panel.question_html("What does <b>Shrd</b> do?", spelled="What does <b>Shard</b> do?")
+    assert "qa-spelled" in html and "<b>Shard" not in html and "&lt;b&gt;Shard&lt;/b&gt;" in html
+    assert "qa-spelled" not in panel.question_html("as typed", spelled="as typed"), "nothing corrected, no note"
 
 
 # ---------------------------------------------------------------------------------------------- the panel
@@ -121,6 +124,11 @@ def test_conversation_keeps_turns_and_answers_a_follow_up(app) -> None:
     assert "qa-followup" in follow_up.asked.value and follow_up.result.question == "and what does it return?"
     assert "evict" in follow_up.sources.value
     assert app.history == [(t.question, t.text) for t in app.turns]
+    app.question.value = "What does ShardDownlaoder.evict do?"
+    assert app.submit() and app.wait(300)
+    typed = app.turns[-1]
+    assert "qa-spelled" in typed.asked.value and "ShardDownloader.evict" in typed.asked.value, typed.asked.value
+    assert "evict" in typed.sources.value
 
     assert app.clear()
     assert app.turns == [] and app.conversation.children == () and app.history == []
