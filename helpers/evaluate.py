@@ -5,7 +5,8 @@ without naming the code, each with the file(s) that answer it and keywords a cor
 hand-written questions are split, once and by a seeded hash, into a *tuning* half (defaults are chosen on it)
 and a *held-out* half (reported, never tuned on). More questions are generated from the corpus itself: from its
 docstrings (describing what a function does) and from its names (asking about a function, class or parameter by
-name, or about a class in words, as users often do); any of them can be asked again with typos. Retrieval is scored by recall@k and MRR of the first chunk from an answering file;
+name, about a class in words or about a file by its path, as users often do); any of them can be asked again with
+typos. Retrieval is scored by recall@k and MRR of the first chunk from an answering file;
 answers by the share that contain a keyword, the share that cite an answering file, and latency.
 """
 
@@ -48,7 +49,7 @@ class EvalQuestion:
     question: str
     files: list[str]
     keywords: list[str]
-    origin: str = "hand"  # 'hand', 'docstring', 'named', 'parameter' or 'spoken'; '+typos' when misspelled
+    origin: str = "hand"  # 'hand', 'docstring', 'named', 'parameter', 'spoken' or 'file'; '+typos' when misspelled
     package: str = ""
     half: str = "tuning"  # 'tuning' or 'held-out' (hand-written questions); generated ones are 'tuning'
 
@@ -57,6 +58,8 @@ class EvalQuestion:
 # (parameter_questions).
 NAMED_PHRASINGS = ("What does `{}` do?", "Where is {} defined?", "How do I use {}?", "{}")
 PARAMETER_PHRASINGS = ("What is the default value of {}?", "What does the `{}` argument do?", "How do I set {}?")
+# A file asked about by its path (file_questions), whole or its last two parts.
+FILE_PHRASINGS = ("What is in {}?", "What does {} do?", "Explain {}")
 # A class asked about in words (spoken_questions): "the mds writer" for MDSWriter.
 SPOKEN_PHRASINGS = ("What does the {} do?", "How do I use a {}?", "Where is the {} defined?")
 TYPO_WORDS = 2  # words misspelled in each question by misspelled(), of TYPO_MIN_LETTERS letters or more
@@ -244,6 +247,21 @@ def spoken_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) ->
     return picked
 
 
+def file_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
+    """``n`` questions that ask about a library file by its path, in the ``FILE_PHRASINGS`` in turn, every other one
+    by the path's last two parts (``base/util.py``); the file's first public name is the keyword."""
+    first: dict[str, str] = {}
+    for c, name in _public_definitions(chunks):
+        if c.path.endswith(".py"):
+            first.setdefault(c.path, name)
+    picked = _pick([EvalQuestion(path, [path], [name], "file", package_of(path)) for path, name in sorted(first.items())],
+                   n, seed)
+    for i, q in enumerate(picked):
+        shown = q.files[0] if i % 2 == 0 else "/".join(q.files[0].split("/")[-2:])
+        q.question = FILE_PHRASINGS[i % len(FILE_PHRASINGS)].format(shown)
+    return picked
+
+
 def misspelled(questions: list[EvalQuestion], seed: int = 17, words: int = TYPO_WORDS) -> list[EvalQuestion]:
     """The questions again, each with ``words`` of its words (``TYPO_MIN_LETTERS`` letters or more) misspelled by one
     slip of the hand: a letter dropped, two neighbours swapped, or a letter doubled; origin gets '+typos'. Seeded:
@@ -283,13 +301,14 @@ def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> lis
 def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, named_n: int = 0,
                  typos: bool = False) -> list[EvalQuestion]:
     """The hand-written questions plus ``docstring_n`` generated from docstrings and ``named_n`` asking by name,
-    of each kind (``named_questions``, ``parameter_questions``, ``spoken_questions``), kept where the answering file
+    of each kind (``named_questions``, ``parameter_questions``, ``spoken_questions``, ``file_questions``), kept where the answering file
     is indexed; with ``typos``, the hand-written and named questions once more with typos (``misspelled``)."""
     docstring_n, named_n = _check_count("docstring_n", docstring_n), _check_count("named_n", named_n)
     indexed = {c.path for c in index.chunks}
     hand, named = load_eval_set(seed=seed), named_questions(index.chunks, n=named_n, seed=seed)
     questions = hand + docstring_questions(index.chunks, n=docstring_n, seed=seed) + named + \
-        parameter_questions(index.chunks, n=named_n, seed=seed) + spoken_questions(index.chunks, n=named_n, seed=seed)
+        parameter_questions(index.chunks, n=named_n, seed=seed) + spoken_questions(index.chunks, n=named_n, seed=seed) + \
+        file_questions(index.chunks, n=named_n, seed=seed)
     if typos:
         questions += misspelled(hand + named, seed)
     return [q for q in questions if q.files[0] in indexed]

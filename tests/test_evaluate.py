@@ -91,6 +91,18 @@ def test_spoken_questions_name_a_class_in_words() -> None:
         list(evaluate.SPOKEN_PHRASINGS[:len(generated)])
 
 
+def test_file_questions_ask_by_path() -> None:
+    chunks = qa.chunk_file("tiny", "lib/tiny/download.py", DOWNLOADER)
+    chunks += qa.chunk_file("tiny", "lib/tiny/other.py", "def _hidden():\n    pass\n\n\ndef visible():\n    pass\n")
+    chunks += qa.chunk_file("tiny", "tests/test_x.py", "def test_x():\n    pass\n")
+    generated = evaluate.file_questions(chunks, n=10, seed=1)
+    assert sorted(q.files[0] for q in generated) == ["lib/tiny/download.py", "lib/tiny/other.py"], "library files"
+    assert generated[0].question == evaluate.FILE_PHRASINGS[0].format(generated[0].files[0]), "the whole path"
+    assert generated[1].question == evaluate.FILE_PHRASINGS[1].format("tiny/" + generated[1].files[0].split("/")[-1])
+    assert {q.keywords[0] for q in generated} == {"ShardDownloader", "visible"}, "the first public name"
+    assert all(q.origin == "file" for q in generated) and evaluate.check_eval_set(generated, chunks) == []
+
+
 def test_misspelled_questions_have_two_slips_of_one_edit_each() -> None:
     from helpers.qa.spelling import one_edit
 

@@ -290,3 +290,22 @@ def test_a_class_named_in_words_is_a_name(tiny_index) -> None:
     assert index.spoken_classes("What does the downloader do?") == set()
     names = [h.chunk.symbol for h in index.defined("What does the shard downloader do?", [])]
     assert names == ["ShardDownloader"]
+
+
+def test_a_file_named_by_its_path_comes_first(tiny_index) -> None:
+    """'t/loader.py' names that file (another file says 'loader' far more often); 'util.py' names both files that end
+    so; a tail shared by more than FILE_MAX_MATCHES files names none; paths in a pasted traceback are the traceback's."""
+    from helpers.qa.search import FILE_MAX_MATCHES
+
+    cfg, _, _ = tiny_index
+    files = {"t/loader.py": 'def load(path):\n    """Read one record."""\n    return open(path).read()\n',
+             "t/chatty.py": "def loaders(loader):\n    # the loader, a loader of loaders, load the loader\n    return loader\n",
+             "t/util.py": "def a():\n    return 1\n", "u/util.py": "def b():\n    return 2\n"}
+    files |= {f"v{i}/common.py": f"def c{i}():\n    return {i}\n" for i in range(FILE_MAX_MATCHES + 1)}
+    index = _lexical_index(cfg, files)
+    question = "What does the loader in t/loader.py do?"
+    _weight_decides(index, "defined_weight", question, without="t/chatty.py", with_="t/loader.py")
+    assert [c.path for c in index.named_files("Compare util.py with ./t/loader.py", [])] == \
+        ["t/util.py", "u/util.py", "t/loader.py"]
+    assert index.named_files("What is in common.py?", []) == [], "too many files end so"
+    assert index.named_files('Traceback:\n  File "/x/t/loader.py", line 3, in load\nOSError: gone', []) == []

@@ -85,6 +85,10 @@ TRACEBACK_WEIGHT = 1.0
 # 0.83 -> 0.98, MRR 0.90 -> 0.99.
 SPOKEN_MAX_WORDS = 4
 SPELLED_CACHE = 64  # corrected questions remembered (one answer corrects the same question twice)
+# A file named by its path ("What does streaming/base/util.py do?", "in trainer.py") is a name too: the file's best
+# chunk joins the name ranking. A tail that fits more than FILE_MAX_MATCHES indexed files ("__init__.py") names none.
+_FILE = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.(?:py|md|rst|ya?ml|json|toml|txt|cfg|ini|sh))\b")
+FILE_MAX_MATCHES = 3
 _FRAME = re.compile(r'File "([^"\n]+)", line (\d+)(?:, in ([\w<>.]+))?')
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _BACKTICKED = re.compile(r"`([A-Za-z_][\w.]*)`")
@@ -199,6 +203,7 @@ class CodeIndex:
         self._spoken: dict[str, list[str]] = {}  # "mdswriter" -> ["MDSWriter"]: classes by their words run together
         self._cased: dict[str, str] = {}  # "tokenaccuracy" -> "TokenAccuracy": how the code writes a defined name
         self._spelled: dict[str, str] = {}  # the last questions, corrected
+        self._paths: dict[str, list[Chunk]] | None = None
         self._lock = threading.Lock()
         self.weights = FUSION_WEIGHTS
         self.test_weight = TEST_WEIGHT
@@ -267,7 +272,8 @@ class CodeIndex:
         code, words = named_identifiers(question)
         definitions, declarations = self._names()
         code |= self.spoken_classes(question)
-        if not code and not words:
+        files = self.named_files(question, candidates)
+        if not code and not words and not files:
             return []
         # A fully qualified name (``composer.callbacks.EarlyStopper``) is found by its longest indexed tail.
         code = {next((tail for i in range(len(parts)) if (tail := ".".join(parts[i:])) in definitions), name)
@@ -276,6 +282,7 @@ class CodeIndex:
         found += [c for name in sorted(code) if self.token_weight(_stem(name.lower())) > DECLARED_MIN_WEIGHT
                   for c in declarations.get(name, [])]
         found += [c for name in sorted(words) for c in definitions.get(name, []) if c.kind == "class"]
+        found += files
         if not found:
             return []
         place: dict[int, int] = {}
@@ -310,15 +317,44 @@ class CodeIndex:
                 self._spelled[question] = done
         return done
 
+    def _by_path(self) -> dict[str, list[Chunk]]:
+        """Each indexed path's chunks, in file order."""
+        with self._lock:
+            if self._paths is None:
+                paths: dict[str, list[Chunk]] = {}
+                for c in self.chunks:
+                    paths.setdefault(c.path, []).append(c)
+                self._paths = {p: sorted(cs, key=lambda c: c.start_line) for p, cs in paths.items()}
+        return self._paths
+
+    def named_files(self, question: str, candidates: list[Hit]) -> list[Chunk]:
+        """For each file the question names by path (``streaming/base/util.py``, ``trainer.py``; not in a pasted
+        traceback's frames), its best chunk: the first among ``candidates``, else its first chunk. A path names the
+        indexed files whose path ends with it (at a ``/``), none if more than ``FILE_MAX_MATCHES`` do."""
+        named = _FILE.findall(_FRAME.sub(" ", question))
+        if not named:
+            return []
+        by_path = self._by_path()
+        place: dict[int, int] = {}
+        for n, hit in enumerate(candidates):
+            place.setdefault(id(hit.chunk), n)
+        out: list[Chunk] = []
+        for name in dict.fromkeys(p.lstrip("./") for p in named):
+            files = [p for p in by_path if p == name or p.endswith("/" + name)]
+            if len(files) > FILE_MAX_MATCHES:
+                continue
+            for path in files:
+                chunks = by_path[path]
+                out.append(min(chunks, key=lambda c: place.get(id(c), len(candidates))))
+        return out
+
     def traced(self, question: str) -> list[Hit]:
         """The chunks a pasted traceback points at, innermost frame first: for each frame whose file is indexed (its
         path ends with the indexed path), the chunk holding its line; none when the question has no such frame."""
         frames = traceback_frames(question)
         if not frames:
             return []
-        by_path: dict[str, list[Chunk]] = {}
-        for c in self.chunks:
-            by_path.setdefault(c.path, []).append(c)
+        by_path = self._by_path()
         found: dict[int, Chunk] = {}
         for path, line, function in frames:
             indexed = max((p for p in by_path if path == p or path.endswith("/" + p)), key=len, default=None)
