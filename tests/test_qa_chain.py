@@ -128,6 +128,18 @@ def test_ask_answers_with_sources(tiny_index, gen) -> None:
     assert odd.question == "How is a shard ? downloaded?" and odd.hits
 
 
+def test_the_model_reads_the_question_with_typos_corrected(tiny_index, gen, monkeypatch) -> None:
+    cfg, _, _ = tiny_index
+    index = qa.CodeIndex.load(cfg)
+    prompts: list[str] = []
+    render = gen.render
+    monkeypatch.setattr(gen, "render", lambda messages: prompts.append(messages[-1]["content"]) or render(messages))
+    typed = "How does the ShardDownlaoder evict a shard?"
+    answer = qa.ask(index, gen, typed, max_new_tokens=4, decline=False)
+    assert answer.question == typed, "the answer keeps the question as typed"
+    assert prompts and prompts[-1].endswith("Question: How does the ShardDownloader evict a shard?")
+
+
 def test_excerpt_is_the_signature_the_summary_and_the_matching_lines() -> None:
     source = ('import os\n\n\ndef evict(self, shard: int, keep: bool = False) -> None:\n'
               '    """Delete a cached shard to stay under the cache limit.\n\n    Args:\n'

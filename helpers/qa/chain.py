@@ -325,7 +325,8 @@ def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mod
     """Answer one question; bad input, bad settings or an empty index raise QAError with the fix.
 
     ``retrieval_query`` (e.g. ``conversation.retrieval_query`` for a follow-up) is searched instead of the
-    question; the model still reads ``question``. With ``decline``, a question whose relevance to the index is
+    question; the model still reads ``question``, with typos corrected (``CodeIndex.spelled``: on the tuning half
+    asked with two typos a question, the model's sentence held a right keyword in 43% of answers instead of 41%). With ``decline``, a question whose relevance to the index is
     below ``threshold`` gets a plain "not found" with the nearest sources instead of a generated answer.
     """
     start = time.perf_counter()
@@ -344,6 +345,6 @@ def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mod
         return Answer(question, text, "", hits, 0.0, time.perf_counter() - start, declined=True, relevance=rel)
     timing: dict[str, float] = {}
     chain = build_chain(index, gen, k, mode, max_new_tokens, answer_format, context_tokens, on_token, timing)
-    out = chain.invoke({"question": question, "retrieval_query": query})
+    out = chain.invoke({"question": index.spelled(question), "retrieval_query": query})
     return Answer(question, out["result"]["answer"], out["result"]["model_text"], out["hits"],
                   timing.get("retrieval_s", 0.0), time.perf_counter() - start, relevance=rel)
