@@ -266,6 +266,8 @@ def test_typos_are_corrected_against_the_index(tiny_index) -> None:
     assert index.spelled("Where is Strie kept?") == "Where is Stripe kept?", "a capital stays a capital"
     assert index.spelled("Is qwzxvbn defined?") == "Is qwzxvbn defined?", "no neighbour: as typed"
     assert index.spelled("Which cls or self?") == "Which cls or self?", "short and stop words stay"
+    assert index.spelled("whats a stripe") == "whats a stripe", "a stop word's other form is not a typo"
+    assert index.spelled("Whcih stripe?") == "Which stripe?", "a misspelled stop word is the stop word"
     # Without the correction the misspelled name finds nothing to define it.
     assert index.defined("How do I use TokenAccuacy?", []) == []
 
