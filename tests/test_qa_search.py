@@ -234,9 +234,9 @@ def test_a_dictionary_word_is_not_a_typo() -> None:
 
     rarity = {"core": 2.0, "score": 3.0}.get
     assert correct("Keep the score", {"core": 2.0}.get, lambda w: None) == "Keep the core"
-    assert correct("Keep the score", {"core": 2.0}.get, lambda w: None, dictionary=frozenset({"score"})) == \
+    assert correct("Keep the score", {"core": 2.0}.get, lambda w: None, is_word={"score"}.__contains__) == \
         "Keep the score"
-    assert correct("Keep the scroe", rarity, lambda w: None, dictionary=frozenset({"score"})) == "Keep the score"
+    assert correct("Keep the scroe", rarity, lambda w: None, is_word={"score"}.__contains__) == "Keep the score"
 
 
 
@@ -257,7 +257,7 @@ def test_typos_are_corrected_against_the_index(tiny_index) -> None:
     defining = 'class TokenAccuracy:\n    """Share of tokens predicted right."""\n\n    def update(self, preds):\n' \
                '        return preds\n'
     striped = "".join(f"def stripe_{i}(stripe):\n    return stripe  # stripe\n\n\n" for i in range(8))
-    strive = "def halts():\n    return 'strive'\n\n\ndef halt():\n    return 'halt halt halt'\n"
+    strive = "def halts():\n    return 'strive'  # replacing\n\n\ndef halt():\n    return 'halt halt halt'\n"
     index = _lexical_index(cfg, {"t/metrics.py": defining, "t/stripes.py": striped, "t/strive.py": strive})
     assert index.spelled("How do I use TokenAccuacy?") == "How do I use TokenAccuracy?"
     assert index.search("How do I use TokenAccuacy?", 1)[0].chunk.symbol == "TokenAccuracy"
@@ -268,6 +268,7 @@ def test_typos_are_corrected_against_the_index(tiny_index) -> None:
     assert index.spelled("Which cls or self?") == "Which cls or self?", "short and stop words stay"
     assert index.spelled("whats a stripe") == "whats a stripe", "a stop word's other form is not a typo"
     assert index.spelled("Whcih stripe?") == "Which stripe?", "a misspelled stop word is the stop word"
+    assert index.spelled("Which stripe replaying?") == "Which stripe replaying?", "an English word in another form"
     # Without the correction the misspelled name finds nothing to define it.
     assert index.defined("How do I use TokenAccuacy?", []) == []
 

@@ -302,7 +302,7 @@ class CodeIndex:
 
     def spelled(self, question: str) -> str:
         """The question with each word the index does not know (five letters or more; neither it nor its stem in
-        any chunk, nor a whole word of the embedder's vocabulary) replaced by the most common indexed word one edit
+        any chunk, nor a word of the embedder's vocabulary in any form) replaced by the most common indexed word one edit
         away, written as the code writes it (``TokenAccuacy`` -> ``TokenAccuracy``, ``fxied`` -> ``fixed``); known
         words and words with no such neighbour stay as typed (see ``spelling``). Stop words (BM25 leaves them out)
         count as known and most common: "whats" stays, "Whcih" becomes "Which"."""
@@ -310,9 +310,10 @@ class CodeIndex:
         if done is None:
             idf = self.vocabulary()
             self._names()
-            words = self.store.embeddings.words() if isinstance(self.store.embeddings, Embedder) else frozenset()
+            # English words in any form ("pastes", "replaying": their stems are words) are not typos.
+            english = self.store.embeddings.words() if isinstance(self.store.embeddings, Embedder) else frozenset()
             done = correct(question, lambda word: 0.0 if (stem := _stem(word)) in _STOP else idf.get(stem),
-                           self._cased.get, _STOP, words)
+                           self._cased.get, _STOP, lambda word: word in english or _stem(word) in english)
             with self._lock:  # the relevance check, then the search: remember the last few questions
                 if len(self._spelled) >= SPELLED_CACHE:
                     self._spelled.pop(next(iter(self._spelled)))

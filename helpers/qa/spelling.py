@@ -39,14 +39,16 @@ def one_edit(word: str) -> set[str]:
 
 
 def correct(question: str, rarity: Callable[[str], float | None], spelled: Callable[[str], str | None],
-            skip: frozenset[str] = frozenset(), dictionary: frozenset[str] = frozenset()) -> str:
+            skip: frozenset[str] = frozenset(), is_word: Callable[[str], bool] = lambda word: False) -> str:
     """``question`` with its unknown words corrected.
 
     ``rarity(word)`` is None for a word the index does not know, else how rare it is (an idf: lower is more
     common); of the known words one edit away the most common wins (then the first alphabetically, so the result
     never depends on set order). ``spelled(word)`` gives the way the code writes a known lower-case word
     (``tokenaccuracy`` -> ``TokenAccuracy``) or None; a correction the code writes in lower case keeps the typed
-    word's capital first letter. Words in ``skip`` (stop words) are left alone.
+    word's capital first letter. Words in ``skip`` (stop words) and words for which ``is_word`` is true (English
+    words the index may lack: "score" in a small index is not a typo of "core") are left alone. Only the first
+    ``MAX_LOOKUPS`` unknown words are looked up (pasted gibberish stays fast).
     """
 
     lookups = 0
@@ -55,7 +57,7 @@ def correct(question: str, rarity: Callable[[str], float | None], spelled: Calla
         nonlocal lookups
         word = match.group()
         low = word.lower()
-        if not MIN_LETTERS <= len(low) <= MAX_LETTERS or low in skip or low in dictionary or \
+        if not MIN_LETTERS <= len(low) <= MAX_LETTERS or low in skip or is_word(low) or \
                 rarity(low) is not None or lookups >= MAX_LOOKUPS:
             return word
         lookups += 1
