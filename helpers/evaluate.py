@@ -153,8 +153,9 @@ def load_offtopic(path: Path = EVAL_SET, seed: int = 17) -> list[EvalQuestion]:
 
 
 def _public_definitions(chunks: Iterable[qa.Chunk]) -> Iterable[tuple[qa.Chunk, str]]:
-    """Each public function and class of the library code (not tests, not ``__init__.py``), with its name."""
-    for c in chunks:
+    """Each public function and class of the library code (not tests, not ``__init__.py``), with its name, in path
+    and line order (an index rebuilt after a change holds its chunks in another order: the same questions)."""
+    for c in sorted(chunks, key=lambda c: (c.path, c.start_line, c.symbol)):
         if c.kind not in ("function", "class") or c.symbol.endswith("(continued)") or "test" in c.path.lower():
             continue
         name = c.symbol.split(".")[-1]

@@ -33,6 +33,8 @@ def test_malformed_eval_file_names_the_entry(tmp_path) -> None:
 def test_docstring_questions_and_checks() -> None:
     chunks = qa.chunk_file("tiny", "tiny/download.py", DOWNLOADER)
     generated = evaluate.docstring_questions(chunks, n=10, seed=1)
+    again = evaluate.docstring_questions(chunks[::-1], n=2, seed=1)
+    assert again == evaluate.docstring_questions(chunks, n=2, seed=1), "the same questions in any chunk order"
     names = {q.keywords[0] for q in generated}
     assert names == {"ShardDownloader", "download", "evict", "merge_index_files"}
     for q in generated:

@@ -312,3 +312,17 @@ def test_a_file_named_by_its_path_comes_first(tiny_index) -> None:
         ["t/util.py", "u/util.py", "t/loader.py"]
     assert index.named_files("What is in common.py?", []) == [], "too many files end so"
     assert index.named_files('Traceback:\n  File "/x/t/loader.py", line 3, in load\nOSError: gone', []) == []
+
+
+def test_of_equal_scores_the_definition_comes_first(tiny_index) -> None:
+    """With the name ranking at a quarter of BM25's weight, the chunk that only uses Zebra (BM25 first) and the class
+    (BM25 second, name ranking first) score the same; the class comes first."""
+    cfg, _, _ = tiny_index
+    index = _lexical_index(cfg, {"t/feed.py": "def feed(zebra):\n    # use the zebra, use it\n    return zebra(zebra)\n",
+                                 "t/zebra.py": 'class Zebra:\n    """A striped horse."""\n'})
+    question = "How do I use Zebra?"
+    assert [h.chunk.path for h in index.bm25(question, 2)] == ["t/feed.py", "t/zebra.py"]
+    index.defined_weight = 0.25
+    first, second = index.search(question, 2, "bm25")
+    assert round(first.score, 9) == round(second.score, 9), "the setting should make a tie"
+    assert (first.chunk.path, second.chunk.path) == ("t/zebra.py", "t/feed.py")

@@ -468,7 +468,10 @@ class CodeIndex:
         limit = (self.per_file if per_file is None else per_file) or k
         best: list[int] = []
         taken: dict[tuple[str, str], int] = {}
-        for key in sorted(fused, key=lambda key: -fused[key]):
+        # Of equal scores, a chunk that defines a name the question uses comes first ("How do I use
+        # StreamingDataset?": the class and a chunk that only uses it both scored 0.375).
+        named = {id(h.chunk) for hits in rankings.get("defined", []) for h in hits}
+        for key in sorted(fused, key=lambda key: (-round(fused[key], 9), key not in named)):
             where = _file_of(chunk_of[key])
             if taken.get(where, 0) < limit:
                 taken[where] = taken.get(where, 0) + 1
