@@ -265,6 +265,8 @@ def test_typos_are_corrected_against_the_index(tiny_index) -> None:
     assert index.spelled("Where is each strie kept?") == "Where is each stripe kept?", "the more common neighbour"
     assert index.spelled("Where is Strie kept?") == "Where is Stripe kept?", "a capital stays a capital"
     assert index.spelled("Is qwzxvbn defined?") == "Is qwzxvbn defined?", "no neighbour: as typed"
+    with pytest.raises(qa.QAError, match="must be text, not bytes"):
+        index.search(b"How do I use TokenAccuacy?", 1)
     assert index.spelled("Which cls or self?") == "Which cls or self?", "short and stop words stay"
     assert index.spelled("whats a stripe") == "whats a stripe", "a stop word's other form is not a typo"
     assert index.spelled("Whcih stripe?") == "Which stripe?", "a misspelled stop word is the stop word"

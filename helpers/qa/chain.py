@@ -326,8 +326,9 @@ def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mod
 
     ``retrieval_query`` (e.g. ``conversation.retrieval_query`` for a follow-up) is searched instead of the
     question; the model still reads ``question``, with typos corrected (``CodeIndex.spelled``: on the tuning half
-    asked with two typos a question, the model's sentence held a right keyword in 43% of answers instead of 41%). With ``decline``, a question whose relevance to the index is
-    below ``threshold`` gets a plain "not found" with the nearest sources instead of a generated answer.
+    asked with two typos a question, the model's sentence held a right keyword in 43% of answers instead of 41%).
+    With ``decline``, a question whose relevance to the index is below ``threshold`` gets a plain "not found" with
+    the nearest sources instead of a generated answer.
     """
     start = time.perf_counter()
     check_settings(max_new_tokens, answer_format)

@@ -31,7 +31,7 @@ from helpers.config import WorkshopConfig
 from helpers.errors import QAError
 from helpers.pysource import declared_names
 from helpers.qa.chunking import Chunk
-from helpers.qa.embedding import Embedder, embedder
+from helpers.qa.embedding import embedder
 from helpers.qa.index import load_index, missing_vectors
 from helpers.qa.spelling import correct
 
@@ -285,9 +285,7 @@ class CodeIndex:
         found += files
         if not found:
             return []
-        place: dict[int, int] = {}
-        for n, hit in enumerate(candidates):
-            place.setdefault(id(hit.chunk), n)
+        place = _places(candidates)
         unique = {id(c): c for c in found}
         return [Hit(c, 1.0) for c in sorted(unique.values(), key=lambda c: place.get(id(c), len(candidates)))]
 
@@ -302,16 +300,18 @@ class CodeIndex:
 
     def spelled(self, question: str) -> str:
         """The question with each word the index does not know (five letters or more; neither it nor its stem in
-        any chunk, nor a word of the embedder's vocabulary in any form) replaced by the most common indexed word one edit
-        away, written as the code writes it (``TokenAccuacy`` -> ``TokenAccuracy``, ``fxied`` -> ``fixed``); known
-        words and words with no such neighbour stay as typed (see ``spelling``). Stop words (BM25 leaves them out)
-        count as known and most common: "whats" stays, "Whcih" becomes "Which"."""
+        any chunk, nor an English word in any form: a word of the embedder's vocabulary or one whose stem is)
+        replaced by the most common indexed word one edit away, written as the code writes it (``TokenAccuacy`` ->
+        ``TokenAccuracy``, ``fxied`` -> ``fixed``); known words and words with no such neighbour stay as typed (see
+        ``spelling``). Stop words (BM25 leaves them out) count as known and most common: "whats" stays, "Whcih"
+        becomes "Which". A question that is not text is a QAError."""
+        if not isinstance(question, str):
+            raise QAError(f"the question must be text, not {type(question).__name__}: type a question about the code.")
         done = self._spelled.get(question)
         if done is None:
             idf = self.vocabulary()
             self._names()
-            # English words in any form ("pastes", "replaying": their stems are words) are not typos.
-            english = self.store.embeddings.words() if isinstance(self.store.embeddings, Embedder) else frozenset()
+            english = self.store.embeddings.words()
             done = correct(question, lambda word: 0.0 if (stem := _stem(word)) in _STOP else idf.get(stem),
                            self._cased.get, _STOP, lambda word: word in english or _stem(word) in english)
             with self._lock:  # the relevance check, then the search: remember the last few questions
@@ -338,9 +338,7 @@ class CodeIndex:
         if not named:
             return []
         by_path = self._by_path()
-        place: dict[int, int] = {}
-        for n, hit in enumerate(candidates):
-            place.setdefault(id(hit.chunk), n)
+        place = _places(candidates)
         out: list[Chunk] = []
         for name in dict.fromkeys(p.lstrip("./") for p in named):
             files = [p for p in by_path if p == name or p.endswith("/" + name)]
@@ -423,7 +421,8 @@ class CodeIndex:
         """The ``k`` best chunks for ``question`` by ``mode``: 'dense', 'bm25' or 'hybrid'.
 
         Words the index does not know are first corrected (``spelled``) for the dense, BM25 and name rankings;
-        quoted text and traceback frames are matched as typed. In each ranking, a file's best chunk first gains ``self.file_evidence`` times the scores of the file's next
+        quoted text and traceback frames are matched as typed. In each ranking, a file's best chunk first gains
+        ``self.file_evidence`` times the scores of the file's next
         best chunks (a file that matches in several places is more likely the answer; see ``_with_file_evidence``).
         Hybrid fuses both rankings by weighted reciprocal rank (``self.weights``: dense, BM25); in hybrid and BM25
         search, quoted text in the question adds the candidates that hold it (``quoted``, ``self.quote_weight``), a
@@ -479,6 +478,14 @@ class CodeIndex:
                 if len(best) == k:
                     break
         return [Hit(chunk_of[key], fused[key]) for key in best]
+
+
+def _places(hits: list[Hit]) -> dict[int, int]:
+    """Each chunk's first place among ``hits`` (by ``id``): the order the other searches put them in."""
+    place: dict[int, int] = {}
+    for n, hit in enumerate(hits):
+        place.setdefault(id(hit.chunk), n)
+    return place
 
 
 def _file_of(chunk: Chunk) -> tuple[str, str]:

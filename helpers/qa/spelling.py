@@ -2,11 +2,11 @@
 
 Users type fast: "How do I use TokenAccuacy?", "Which callback halts a run when a metric crosses a fxed value?". A
 misspelled identifier matches nothing in BM25, names nothing for the name ranking, and reads as noise to the
-embedder. A word the index does not know (neither the word nor its stem occurs in any chunk) and that is not a
-common English word, of five letters or more, is replaced by the most common indexed word one edit away (a letter dropped, added or changed, or two
-neighbours swapped); a word with no such neighbour stays as typed (a user's own name, a word from elsewhere).
-Correct words are never touched, since they are known: "halts" stays, although "Halt" is one edit away; nor are
-the English words of the embedder's vocabulary, which a small index may lack ("score" is not a typo of "core").
+embedder. A word the index does not know (neither the word nor its stem occurs in any chunk) and that is not an
+English word, of five letters or more, is replaced by the most common indexed word one edit away (a letter dropped,
+added or changed, or two neighbours swapped); a word with no such neighbour stays as typed (a user's own name, a
+word from elsewhere). Correct words are never touched, since they are known: "halts" stays, although "Halt" is one
+edit away; nor are English words the index may lack ("score" is not a typo of "core", "pastes" not of "passes").
 """
 
 from __future__ import annotations
