@@ -17,6 +17,7 @@ import json
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ PARAMETER_PHRASINGS = ("What is the default value of {}?", "What does the `{}` a
 # A file asked about by its path (file_questions), whole or its last two parts.
 FILE_PHRASINGS = ("What is in {}?", "What does {} do?", "Explain {}")
 # A class asked about in words (spoken_questions): "the mds writer" for MDSWriter.
+KIND_PHRASING = "Which {} does this: {}?"
 SPOKEN_PHRASINGS = ("What does the {} do?", "How do I use a {}?", "Where is the {} defined?")
 TYPO_WORDS = 2  # words misspelled in each question by misspelled(), of TYPO_MIN_LETTERS letters or more
 TYPO_MIN_LETTERS = 5
@@ -200,6 +202,25 @@ def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17)
     return _pick(candidates, n, seed)
 
 
+def kind_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
+    """``n`` questions that ask for a kind of class by what it does, in words from its docstring summary ("Which
+    callback does this: …?", ``qa.class_kinds``; the kind most classes share when a class has several). The class's
+    file answers; its name is the keyword."""
+    chunks = list(chunks)
+    kinds = qa.class_kinds(chunks)
+    shared = Counter(word for words in kinds.values() for word in words)
+    candidates = []
+    for c, name in _public_definitions(chunks):
+        summary = c.docstring_summary()
+        if id(c) not in kinds or not 6 <= len(summary.split()) <= 30 or name.lower() in summary.lower() or \
+                summary.lower().startswith(("see ", "deprecated")):
+            continue
+        kind = max(sorted(kinds[id(c)]), key=lambda word: shared[word])
+        candidates.append(EvalQuestion(KIND_PHRASING.format(kind, summary[0].lower() + summary[1:].rstrip(".")),
+                                       [c.path], [name], "kind", package_of(c.path)))
+    return _pick(candidates, n, seed)
+
+
 def _asked_by_name(where: dict[str, list[str]], origin: str, phrasings: tuple[str, ...], n: int,
                    seed: int) -> list[EvalQuestion]:
     """``n`` questions about the names in ``where`` (name -> the files that answer), in the ``phrasings`` in turn."""
@@ -302,14 +323,15 @@ def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> lis
 def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, named_n: int = 0,
                  typos: bool = False) -> list[EvalQuestion]:
     """The hand-written questions plus ``docstring_n`` generated from docstrings and ``named_n`` asking by name,
-    of each kind (``named_questions``, ``parameter_questions``, ``spoken_questions``, ``file_questions``), kept where the answering file
+    of each kind (``named_questions``, ``parameter_questions``, ``spoken_questions``, ``file_questions``,
+    ``kind_questions``), kept where the answering file
     is indexed; with ``typos``, the hand-written and named questions once more with typos (``misspelled``)."""
     docstring_n, named_n = _check_count("docstring_n", docstring_n), _check_count("named_n", named_n)
     indexed = {c.path for c in index.chunks}
     hand, named = load_eval_set(seed=seed), named_questions(index.chunks, n=named_n, seed=seed)
     questions = hand + docstring_questions(index.chunks, n=docstring_n, seed=seed) + named + \
         parameter_questions(index.chunks, n=named_n, seed=seed) + spoken_questions(index.chunks, n=named_n, seed=seed) + \
-        file_questions(index.chunks, n=named_n, seed=seed)
+        file_questions(index.chunks, n=named_n, seed=seed) + kind_questions(index.chunks, n=named_n, seed=seed)
     if typos:
         questions += misspelled(hand + named, seed)
     return [q for q in questions if q.files[0] in indexed]

@@ -93,6 +93,19 @@ def test_spoken_questions_name_a_class_in_words() -> None:
         list(evaluate.SPOKEN_PHRASINGS[:len(generated)])
 
 
+def test_kind_questions_ask_for_a_kind_by_what_it_does() -> None:
+    base = "class Callback:\n    pass\n\n\n"
+    kids = "".join(f'class Tick{i}(Callback):\n    """Counts the ticks of clock number {i} in a run."""\n\n\n'
+                   for i in range(3))
+    chunks = qa.chunk_file("tiny", "lib/cb.py", base + kids + 'class Lone:\n    """A class of no kind at all, alone."""\n')
+    generated = evaluate.kind_questions(chunks, n=10, seed=1)
+    assert sorted(q.keywords[0] for q in generated) == ["Tick0", "Tick1", "Tick2"], "documented classes of a kind"
+    by_name = {q.keywords[0]: q for q in generated}
+    assert by_name["Tick1"].question == "Which callback does this: counts the ticks of clock number 1 in a run?"
+    assert all(q.origin == "kind" and q.files == ["lib/cb.py"] for q in generated)
+    assert evaluate.check_eval_set(generated, chunks) == []
+
+
 def test_file_questions_ask_by_path() -> None:
     chunks = qa.chunk_file("tiny", "lib/tiny/download.py", DOWNLOADER)
     chunks += qa.chunk_file("tiny", "lib/tiny/other.py", "def _hidden():\n    pass\n\n\ndef visible():\n    pass\n")

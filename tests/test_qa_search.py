@@ -328,3 +328,23 @@ def test_of_equal_scores_the_definition_comes_first(tiny_index) -> None:
     first, second = index.search(question, 2, "bm25")
     assert round(first.score, 9) == round(second.score, 9), "the setting should make a tie"
     assert (first.chunk.path, second.chunk.path) == ("t/zebra.py", "t/feed.py")
+
+
+def test_a_kind_of_class_asked_for_is_a_ranking(tiny_index) -> None:
+    """'Which callback …' lifts the Callback subclass above a function that says the question's words more often;
+    a class's kinds are the last words of its bases' names and its own, shared by at least KIND_MIN_CLASSES classes;
+    a question that asks for no kind gets no such ranking."""
+    cfg, _, _ = tiny_index
+    callbacks = "".join(f'class Noop{i}(Callback):\n    """Does nothing {i}."""\n\n\n' for i in range(2))
+    files = {"t/callbacks.py": "class Callback:\n    pass\n\n\n" + callbacks,
+             "t/stop.py": 'class Halter(Callback):\n    """Ends the run once a value crosses a bound."""\n',
+             "t/helpers.py": "def stop_run(run, metric):\n    # stop the run when the metric stops the run; stop it\n"
+                             "    return run.stop(metric)\n"}
+    index = _lexical_index(cfg, files)
+    kinds = qa.class_kinds(index.chunks)
+    assert sorted(sorted(words) for words in kinds.values() if "callback" in words) == [["callback"]] * 4
+    assert qa.asked_kinds("Which callback can stop the run?") == {"callback"}, "'can' is a stop word"
+    assert qa.asked_kinds("Is there a logger-destination that writes files?") == {"logger", "destin"}, "stems"
+    question = "Which callback can stop the run when the metric crosses a bound?"
+    _weight_decides(index, "kind_weight", question, without="t/helpers.py", with_="t/stop.py")
+    assert index.of_kind("How do I stop the run when the metric crosses a bound?", index.bm25(question, 50)) == []

@@ -2,10 +2,11 @@
 
 *Dense* search compares meanings (all-MiniLM-L6-v2 vectors in FAISS, through LangChain's vector store);
 *lexical* search (BM25) matches words, with identifiers split at ``_`` and camelCase; *hybrid* fuses both
-rankings by reciprocal rank fusion. Three more rankings join hybrid and BM25 search when a question has what they
+rankings by reciprocal rank fusion. Four more rankings join hybrid and BM25 search when a question has what they
 need: quoted text (a pasted error message) adds the candidates that hold its runs of words in order, a name of the
-code (``MDSWriter``, ``Trainer.fit``, ``cache_limit``) adds the chunks that define or declare it, and a pasted
-traceback adds the chunks its frames point at. Words the index does not know are first corrected to indexed words
+code (``MDSWriter``, ``Trainer.fit``, ``cache_limit``) adds the chunks that define or declare it, a pasted
+traceback adds the chunks its frames point at, and a kind of class asked for ("Which callback …") adds the
+candidate classes of that kind. Words the index does not know are first corrected to indexed words
 one edit away (``spelling``).
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +92,18 @@ SPELLED_CACHE = 64  # corrected questions remembered (one answer corrects the sa
 # chunk joins the name ranking. A tail that fits more than FILE_MAX_MATCHES indexed files ("__init__.py") names none.
 _FILE = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.(?:py|md|rst|ya?ml|json|toml|txt|cfg|ini|sh))\b")
 FILE_MAX_MATCHES = 3
+# A question that asks for a kind of class ("Which algorithm …", "What callback …", "Is there a logger …") is a sixth
+# ranking in hybrid and BM25 search: the candidate classes of that kind, in the order the other searches put them. A
+# class's kinds are the last words of its base classes' names and of its own (``SelectiveBackprop(Algorithm)``:
+# algorithm; ``EarlyStopper(Callback)``: callback, stopper), where at least KIND_MIN_CLASSES classes share that word.
+# Tuning half (hybrid, k=10): recall@5 0.964 -> 0.982, MRR 0.832 -> 0.835 at weight 0.25 (0.5: 0.982 / 0.832; 1.0:
+# 0.982 / 0.830); the generated sets unchanged.
+KIND_WEIGHT = 0.25
+KIND_MIN_CLASSES = 3
+NOT_KINDS = frozenset({"object", "module", "enum", "abc", "protocol", "generic", "base", "mixin", "type", "dict",
+                       "tuple", "list", "class", "function", "meta", "str", "int"})  # say nothing of what a class does
+_KIND_ASKED = re.compile(r"\b(?:which|what|whichever|is there an?|are there(?: any)?)\s+((?:[a-z]+[ -])?[a-z]+)", re.I)
+_CLASS_HEAD = re.compile(r"^\s*class\s+(\w+)\s*(?:\(([^)]*)\))?\s*:", re.M)
 _FRAME = re.compile(r'File "([^"\n]+)", line (\d+)(?:, in ([\w<>.]+))?')
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _BACKTICKED = re.compile(r"`([A-Za-z_][\w.]*)`")
@@ -170,6 +185,32 @@ def is_test_or_example(path: str) -> bool:
     return any(p in TEST_PARTS for p in parts[:-1]) or name.startswith("test_") or name.endswith("_test.py")
 
 
+def class_kinds(chunks: Iterable[Chunk]) -> dict[int, set[str]]:
+    """Each class's kinds, by the ``id`` of the chunk that opens it: the last words, in lower case, of its base
+    classes' names and of its own (``class EarlyStopper(Callback)``: callback, stopper), where at least
+    ``KIND_MIN_CLASSES`` classes share that word and it is not one of ``NOT_KINDS``. Classes with none are left out."""
+    found: dict[int, set[str]] = {}
+    for c in chunks:
+        if c.kind != "class" or c.symbol.endswith("(continued)") or not c.path.endswith(".py"):
+            continue
+        head = _CLASS_HEAD.search(c.text)
+        if head:
+            names = [head.group(1)] + [base.strip().split(".")[-1] for base in (head.group(2) or "").split(",")]
+            found[id(c)] = {parts[-1] for name in names if (parts := name_parts(name)) and "=" not in name}
+    counts = Counter(_stem(word) for words in found.values() for word in words)
+    kinds = {key: {w for w in words if counts[_stem(w)] >= KIND_MIN_CLASSES and w.isalpha() and len(w) > 2 and
+                   w not in NOT_KINDS}
+             for key, words in found.items()}
+    return {key: words for key, words in kinds.items() if words}
+
+
+def asked_kinds(question: str) -> set[str]:
+    """The stems of the words that may name a kind of class in a question: the one or two words after "which",
+    "what", "is there a" ("Which algorithm speeds up …": algorithm, speed)."""
+    words = {w.lower() for phrase in _KIND_ASKED.findall(question) for w in re.split(r"[ -]", phrase)}
+    return {_stem(w) for w in words - _STOP}
+
+
 @dataclass
 class Hit:
     """One retrieved chunk with its rank score (cosine for dense, BM25 score, or fused RRF score)."""
@@ -204,6 +245,7 @@ class CodeIndex:
         self._cased: dict[str, str] = {}  # "tokenaccuracy" -> "TokenAccuracy": how the code writes a defined name
         self._spelled: dict[str, str] = {}  # the last questions, corrected
         self._paths: dict[str, list[Chunk]] | None = None
+        self._kinds: dict[int, set[str]] | None = None
         self._lock = threading.Lock()
         self.weights = FUSION_WEIGHTS
         self.test_weight = TEST_WEIGHT
@@ -212,6 +254,7 @@ class CodeIndex:
         self.quote_weight = QUOTE_WEIGHT
         self.defined_weight = DEFINED_WEIGHT
         self.traceback_weight = TRACEBACK_WEIGHT
+        self.kind_weight = KIND_WEIGHT
         # Chunks without a vector yet (a lexical-first build, see build_index): hybrid search uses BM25 alone.
         self.pending = int(missing_vectors(faiss_index).sum())
 
@@ -288,6 +331,19 @@ class CodeIndex:
         place = _places(candidates)
         unique = {id(c): c for c in found}
         return [Hit(c, 1.0) for c in sorted(unique.values(), key=lambda c: place.get(id(c), len(candidates)))]
+
+    def of_kind(self, question: str, candidates: list[Hit]) -> list[Hit]:
+        """The candidate classes of the kind a question asks for ("Which algorithm …": the ``Algorithm``
+        subclasses among them, ``asked_kinds``), in the order of ``candidates``; none when it asks for no kind."""
+        asked = asked_kinds(question)
+        if not asked:
+            return []
+        with self._lock:
+            if self._kinds is None:
+                self._kinds = {key: {_stem(w) for w in words} for key, words in class_kinds(self.chunks).items()}
+        place = _places(candidates)
+        found = {id(h.chunk): h.chunk for h in candidates if self._kinds.get(id(h.chunk), set()) & asked}
+        return [Hit(c, 1.0) for c in sorted(found.values(), key=lambda c: place[id(c)])]
 
     def spoken_classes(self, question: str) -> set[str]:
         """The classes a question names in words: one to ``SPOKEN_MAX_WORDS`` adjacent words that, run together,
@@ -427,7 +483,8 @@ class CodeIndex:
         Hybrid fuses both rankings by weighted reciprocal rank (``self.weights``: dense, BM25); in hybrid and BM25
         search, quoted text in the question adds the candidates that hold it (``quoted``, ``self.quote_weight``), a
         name of the code the chunks that define or declare it (``defined``, ``self.defined_weight``), and a pasted
-        traceback the chunks its frames point at (``traced``, ``self.traceback_weight``). Chunks from tests
+        traceback the chunks its frames point at (``traced``, ``self.traceback_weight``), and a kind of class asked for
+        ("Which callback …") the candidate classes of that kind (``of_kind``, ``self.kind_weight``). Chunks from tests
         and examples count ``self.test_weight`` times as much as library code (a preference, not a filter:
         a question about a test still finds it), since "how do I…" is usually answered by the library itself.
         At most ``per_file`` (default ``self.per_file``; 0 for no limit) chunks come from one file, its best ones,
@@ -451,8 +508,9 @@ class CodeIndex:
             rankings["quote"] = [self.quoted(question, candidates)]
             rankings["defined"] = [self.defined(spelled, candidates)]
             rankings["traceback"] = [self.traced(question)]
+            rankings["kind"] = [self.of_kind(spelled, candidates)]
         weights = {"dense": self.weights[0], "bm25": self.weights[1], "quote": self.quote_weight,
-                   "defined": self.defined_weight, "traceback": self.traceback_weight}
+                   "defined": self.defined_weight, "traceback": self.traceback_weight, "kind": self.kind_weight}
         fused: dict[int, float] = {}
         chunk_of: dict[int, Chunk] = {}
         for name, lists in rankings.items():
