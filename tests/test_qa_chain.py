@@ -7,6 +7,7 @@ import re
 
 import faiss
 import pytest
+import regex
 
 from helpers import WorkshopError, qa
 from tests.corpus import DOWNLOADER
@@ -30,9 +31,15 @@ def test_messages_fit_the_context_budget(tiny_index, gen) -> None:
     assert "[1] " + hits[0].chunk.citation in user and "[2] " in user
     assert user.endswith("Question: How is a shard downloaded?")
     assert len(gen.tokenizer(user).input_ids) < 120 + 80
-    # By default the model reads the best match only; the others are for the reader ("See also").
+    # By default the model reads the best match and the next hit with another name; the others are for the reader
+    # ("See also").
+    read = qa.model_hits(hits)
+    assert qa.MODEL_READS == 2 and read[0] is hits[0] and len(read) == 2 and read[1].chunk.name != hits[0].chunk.name
     default = qa.build_messages("How is a shard downloaded?", hits, gen.tokenizer)[1]["content"]
-    assert qa.MODEL_READS == 1 and "[1] " + hits[0].chunk.citation in default and "[2] " not in default
+    assert "[1] " + hits[0].chunk.citation in default and "[2] " + read[1].chunk.citation in default
+    assert "[3] " not in default
+    same = [hits[0], qa.Hit(hits[0].chunk, 0.5)] + hits[1:]
+    assert [h.chunk.name for h in qa.model_hits(same)] == [h.chunk.name for h in read], "a name is read once"
     for bad in (0, "2", True):
         with pytest.raises(qa.QAError, match=f"reads={bad!r}: the model must read at least one excerpt"):
             qa.build_messages("How is a shard downloaded?", hits, gen.tokenizer, reads=bad)
@@ -117,9 +124,11 @@ def test_ask_answers_with_sources(tiny_index, gen) -> None:
     assert good.model_text and good.sources[0].startswith("tiny/download.py:")
     assert good.text.startswith(f"`{good.hits[0].chunk.name}` ({good.hits[0].chunk.citation})")
     assert good.model_text in good.text and "See also:" in good.text
-    # The model's sentence opens with a name from what it read, in backticks, and puts nothing else in backticks.
-    names = qa.answer_names(good.hits, good.question, index.token_weight)
-    assert re.fullmatch(qa.answer_pattern(names), good.model_text), good.model_text
+    # Each of the model's sentences opens with a name from its excerpt, in backticks, and puts nothing else in
+    # backticks (here cut short at 12 tokens).
+    names = qa.sentence_names(good.hits, good.question, index.token_weight)
+    assert len(names) == 2 and names[0][0] == good.hits[0].chunk.name
+    assert regex.fullmatch(qa.answer_pattern(names), good.model_text, partial=True), good.model_text
     assert "".join(pieces).split() == good.text.split(), "streamed pieces add up to the answer"
     plain = qa.ask(index, gen, "How is a shard file downloaded from the bucket?", max_new_tokens=12,
                    answer_format="plain")
@@ -202,5 +211,13 @@ def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
     assert not re.fullmatch(pattern, "`osXremove` deletes it."), "dots are literal"
     assert not re.fullmatch(pattern, "`evict` calls `rm_tree`."), "no invented name in backticks"
     assert not re.fullmatch(pattern, "`evict`.\nMore"), "one line"
+    assert not re.fullmatch(pattern, "`evict` deletes it. Then more."), "one sentence: it ends at its first full stop"
+    assert re.fullmatch(pattern, "`evict` keeps 0.5 of config.yaml files."), "a full stop inside a word or number"
+    # One sentence per excerpt the model reads, each on its own line with names of its own excerpt.
+    two = qa.answer_pattern([names, ["keep"]])
+    assert re.fullmatch(two, "`evict` deletes it.\n`keep` keeps it.")
+    assert not re.fullmatch(two, "`keep` keeps it.\n`evict` deletes it."), "each line names its own excerpt"
+    assert not re.fullmatch(two, "`evict` deletes it."), "both lines"
+    assert qa.answer_pattern([names, []]) == pattern and qa.answer_pattern([[], names]) == ""
     # Names that are not identifiers (a Markdown heading, text with backticks) are not offered; none: no pattern.
     assert qa.answer_pattern(["True Determinism", "a`b", ""]) == ""

@@ -31,7 +31,9 @@ from helpers.qa.chain import (
     excerpt,
     key_lines,
     lead_sentence,
+    model_hits,
     see_also,
+    sentence_names,
 )
 from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, file_hash
 from helpers.qa.confidence import DECLINE_THRESHOLD, Relevance, relevance
@@ -67,6 +69,6 @@ __all__ = [
     "NO_ANSWER", "SYSTEM_PROMPT", "Answer", "BuildStats", "Chunk", "CodeIndex", "CodeRetriever", "Embedder",
     "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "answer_names", "answer_pattern", "ask", "asked_kinds", "build_chain",
     "build_index", "build_messages", "check_question", "chunk_file", "cited_symbols", "class_kinds", "code_tokens", "defuse", "embedder", "excerpt",
-    "file_hash", "generator", "hit_document", "is_follow_up", "key_lines", "lead_sentence", "name_parts", "see_also", "load_index", "model_choices", "retriever",
+    "file_hash", "generator", "hit_document", "is_follow_up", "key_lines", "lead_sentence", "model_hits", "name_parts", "see_also", "sentence_names", "load_index", "model_choices", "retriever",
     "retrieval_query", "DECLINE_THRESHOLD", "Relevance", "relevance", "ask_multipart", "split_question",
 ]

@@ -1,12 +1,12 @@
 """The retrieval QA chain: question -> retrieve -> prompt -> generate -> answer with ``path:line`` sources.
 
-The chain is LangChain runnables around the project's retriever. The model reads one short excerpt, the best
-match's: its signature, docstring summary and the lines that share the most rare words with the question (fewer,
-better tokens: a 135M model reads ~250 tokens in well under a second) and writes one sentence that names the
-function or class, constrained to open with the match's own name or an identifier of that excerpt that shares a
-word with the question. The *symbol-first* answer opens with the best match's name, location, docstring summary
-and matching lines, taken from the code itself; the model's sentence follows, then the other hits with their
-matching lines.
+The chain is LangChain runnables around the project's retriever. The model reads two short excerpts, the best
+match's and the next hit's with another name: each excerpt's signature, docstring summary and the lines that share
+the most rare words with the question (fewer, better tokens: a 135M model reads ~500 tokens in a fraction of a
+second), and writes one sentence about each, constrained to open with that excerpt's own name or an identifier of
+it that shares a word with the question. The *symbol-first* answer opens with the best match's name, location,
+docstring summary and matching lines, taken from the code itself; the model's sentences follow, then the other hits
+with their matching lines.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ QUOTE_LINES = 3  # lines of the best match quoted in the symbol-first answer
 SEE_ALSO = 4  # other retrieved symbols listed after a symbol-first answer
 SEE_ALSO_LINES = 2  # lines quoted under each of them
 EXCERPT_LINES = 4  # question-matching lines the model reads from each excerpt, after its signature and summary
-# Excerpts the model reads, best first. Chosen on the tuning half: with only the best match the model's own
-# sentence held a right keyword twice as often (0.14 against 0.07 reading all five) in a third of the time (~250
-# prompt tokens against ~775). The held-out half does not confirm the keyword gain (0.11 against 0.16), only the
-# time (0.88 s against 2.25 s p50) at the same answer keyword rate (README). The other hits reach the reader under
-# "See also", from the code.
-MODEL_READS = 1
+# Excerpts the model reads, best first: the best match, then the next hit with another name (often another part of
+# the same file), one sentence about each (``model_hits``). Earlier, on the tuning half, the model reading all five
+# excerpts in one sentence did worse than reading only the best (0.07 against 0.14 model-text keyword rate), and two
+# excerpts with one sentence naming any of their names 0.32 against 0.46. One sentence per excerpt, each opening with
+# a name of its own excerpt, did better (session 12, tuning half, model-text keyword rate, base / finetuned): one
+# excerpt 0.464 / 0.464 at 0.53 / 0.49 s p50; two 0.518 / 0.554 at 1.0 s (the next hit from another file instead:
+# 0.446). The other hits reach the reader under "See also", from the code.
+MODEL_READS = 2
 MAX_QUESTION_CHARS = 4000
 MAX_NEW_TOKENS = 1024
 CONTEXT_TOKENS = 700
@@ -45,15 +47,18 @@ NO_ANSWER = "I could not find this in the indexed code."
 
 # Chosen on the tuning half: asking for the name first made the model name the right symbol more often.
 SYSTEM_PROMPT = (
-    "You answer questions about a Python code base. Use only the numbered code excerpts. Begin your answer with "
-    "the exact name of the function, class or setting from the excerpts that answers the question, in backticks, "
-    f"then say in one sentence how it answers it. If the excerpts do not contain the answer, say: {NO_ANSWER}"
+    "You answer questions about a Python code base. Use only the numbered code excerpts. Write one line for each "
+    "excerpt, in order. Begin each line with the exact name of the function, class or setting from that excerpt "
+    "that answers the question, in backticks, then say in one sentence how it answers it. If the excerpts do not "
+    f"contain the answer, say: {NO_ANSWER}"
 )
-# One sentence (tuning half: 24 tokens cut sentences short, 48 took longer for the same keyword rate).
-DEFAULT_NEW_TOKENS = 32
-# Constrained decoding: the model's sentence must open with a name, in backticks, that occurs in what it read, and
-# may not put anything else in backticks (so it cannot present an invented name as code). The model still picks
-# which name. Tuning half (base model): its sentence held a right keyword in 27% of answers, against 13% free.
+# Room for two sentences; each ends at its first full stop (tuning half: one sentence ending there held a right
+# keyword as often as 32 tokens cut anywhere, 0.464, and reads as a whole sentence).
+DEFAULT_NEW_TOKENS = 64
+# Constrained decoding: each of the model's sentences must open with a name, in backticks, that occurs in the excerpt
+# it is about, and may not put anything else in backticks (so it cannot present an invented name as code). The model
+# still picks which name. Tuning half (base model): its sentence held a right keyword in 27% of answers, against 13%
+# free. A sentence ends at its first full stop that is not inside a word or number (``0.5``, ``config.yaml``).
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 # A word of the question links an excerpt identifier to it when its idf is above this (a word in fewer than ~1 chunk
 # in 13). Tuning half, model-text keyword: any word 0.43; above 1.5 / 2 / 2.2 / 2.5 / 3 / 4.5: 0.45 / 0.48 / 0.46 /
@@ -104,8 +109,19 @@ def _check_reads(reads: Any) -> None:
         raise QAError(f"reads={reads!r}: the model must read at least one excerpt (a whole number, 1 to k).")
 
 
+def model_hits(hits: list[Hit], reads: int = MODEL_READS) -> list[Hit]:
+    """The hits the model reads, one sentence each: the best match, then each next hit with another name, up to
+    ``reads``."""
+    _check_reads(reads)
+    chosen: list[Hit] = []
+    for hit in hits:
+        if len(chosen) < reads and all(hit.chunk.name != c.chunk.name for c in chosen):
+            chosen.append(hit)
+    return chosen
+
+
 def answer_names(hits: list[Hit], question: str, weight: Callable[[str], float] | None = None,
-                 reads: int = MODEL_READS, min_weight: float = NAME_MIN_WEIGHT) -> list[str]:
+                 reads: int = 1, min_weight: float = NAME_MIN_WEIGHT) -> list[str]:
     """The names the model's sentence may open with, from each excerpt it read: the hit's own name (or, for a
     heading, the excerpt's first identifier), then the code-like identifiers of the excerpt (signature, docstring
     summary, matching lines) that share a rare word with the question, in order: a word whose ``weight`` (BM25's
@@ -128,13 +144,24 @@ def answer_names(hits: list[Hit], question: str, weight: Callable[[str], float] 
     return names
 
 
-def answer_pattern(names: list[str]) -> str:
-    """The regular expression the model's sentence must match: one of ``names`` in backticks, then one line of text
-    with no more backticks ('' when there are no names: the model writes freely)."""
-    names = [n for n in names if NAME.fullmatch(n)]
-    if not names:
-        return ""
-    return "`(" + "|".join(re.escape(n) for n in names) + r")`[^`\n]*"
+def sentence_names(hits: list[Hit], question: str, weight: Callable[[str], float] | None = None,
+                   reads: int = MODEL_READS) -> list[list[str]]:
+    """For each excerpt the model reads (``model_hits``), the names its sentence may open with (``answer_names``)."""
+    return [answer_names([hit], question, weight) for hit in model_hits(hits, reads)]
+
+
+def answer_pattern(names: list[str] | list[list[str]]) -> str:
+    """The regular expression the model's answer must match: one of ``names`` in backticks, then one sentence with no
+    more backticks, ending at its first full stop. Given a list of name lists, one such sentence per list, each on its
+    own line (up to the first list without a usable name). '' when there are no names: the model writes freely."""
+    lists = names if names and all(isinstance(n, list) for n in names) else [names]
+    lines = []
+    for group in lists:
+        usable = [n for n in group if isinstance(n, str) and NAME.fullmatch(n)]
+        if not usable:
+            break
+        lines.append("`(" + "|".join(re.escape(n) for n in usable) + r")`(?:[^`\n.]|\.[^`\s])*\.")
+    return r"\n".join(lines)
 
 
 def _fit(text: str, tokenizer: Any, budget: int) -> str:
@@ -144,12 +171,11 @@ def _fit(text: str, tokenizer: Any, budget: int) -> str:
 
 def build_messages(question: str, hits: list[Hit], tokenizer: Any, context_tokens: int = CONTEXT_TOKENS,
                    weight: Callable[[str], float] | None = None, reads: int = MODEL_READS) -> list[dict[str, str]]:
-    """System rules, then one short excerpt for each of the first ``reads`` hits (best first, each cut to its
-    share of ``context_tokens``), then the question."""
-    _check_reads(reads)
+    """System rules, then one short excerpt for each hit the model reads (``model_hits``: best first, each cut to
+    its share of ``context_tokens``), then the question."""
     blocks = []
     remaining = context_tokens
-    hits = hits[:reads]
+    hits = model_hits(hits, reads)
     for rank, hit in enumerate(hits):
         share = remaining // 2 if rank < len(hits) - 1 else remaining
         if share < 24:
@@ -295,7 +321,7 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
     def pattern(inputs: dict) -> str:
         if not getattr(gen, "constrains", False):
             return ""
-        return answer_pattern(answer_names(inputs["hits"], inputs["question"], index.token_weight))
+        return answer_pattern(sentence_names(inputs["hits"], inputs["question"], index.token_weight))
 
     def generate(inputs: dict) -> dict:
         if on_token and inputs["lead"]:
