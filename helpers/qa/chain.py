@@ -160,7 +160,7 @@ def answer_pattern(names: list[str] | list[list[str]]) -> str:
         usable = [n for n in group if isinstance(n, str) and NAME.fullmatch(n)]
         if not usable:
             break
-        lines.append("`(" + "|".join(re.escape(n) for n in usable) + r")`(?:[^`\n.]|\.[^`\s])*\.")
+        lines.append("`(" + "|".join(re.escape(n) for n in usable) + r")`(?:[^`\n.]|\.[^` \t\r\n])*\.")
     return r"\n".join(lines)
 
 
