@@ -34,13 +34,15 @@ def test_base_generator_streams_greedy_text(tiny_index) -> None:
     assert first.strip() and first == "".join(gen.stream(prompt, 8)), "greedy decoding is deterministic"
 
 
-def test_a_pattern_constrains_what_the_model_writes(tiny_index) -> None:
+def test_a_pattern_constrains_what_the_model_writes(tiny_index, capfd) -> None:
     cfg, _, _ = tiny_index
     gen = qa.generator(cfg, "base")
     prompt = gen.render([{"role": "user", "content": "Which function downloads a shard? One sentence."}])
-    pattern = qa.answer_pattern(["download_shard", "S3Downloader.fetch"])
+    pattern = qa.answer_pattern([["download_shard", "S3Downloader.fetch"], ["evict"]])
+    capfd.readouterr()
     text = "".join(gen.stream(prompt, 16, pattern=pattern))
     assert regex.fullmatch(pattern, text, partial=True), text  # the sentence may be cut short at 16 tokens
+    assert "Warning" not in capfd.readouterr().err, "the engine compiles the chain's patterns without complaint"
     assert text.split("`")[1] in ("download_shard", "S3Downloader.fetch") and text.count("`") == 2
     free = "".join(gen.stream(prompt, 16))
     assert not regex.fullmatch(pattern, free, partial=True), "without a pattern the model writes freely"
