@@ -37,8 +37,9 @@ EXCERPT_LINES = 4  # question-matching lines the model reads from each excerpt, 
 # excerpts in one sentence did worse than reading only the best (0.07 against 0.14 model-text keyword rate), and two
 # excerpts with one sentence naming any of their names 0.32 against 0.46. One sentence per excerpt, each opening with
 # a name of its own excerpt, did better (session 12, tuning half, model-text keyword rate, base / finetuned): one
-# excerpt 0.464 / 0.464 at 0.53 / 0.49 s p50; two 0.518 / 0.554 at 1.0 s (the next hit from another file instead:
-# 0.446). The other hits reach the reader under "See also", from the code.
+# excerpt 0.464 / 0.464 at 0.53 / 0.49 s p50; two 0.536 / 0.536 at ~0.9 s (the next hit from another file instead:
+# 0.446). Held-out, reported: 0.375 / 0.339 -> 0.393 / 0.429 (README). The other hits reach the reader under "See
+# also", from the code.
 MODEL_READS = 2
 MAX_QUESTION_CHARS = 4000
 MAX_NEW_TOKENS = 1024
