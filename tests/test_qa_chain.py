@@ -106,7 +106,9 @@ def test_bad_questions_raise_a_message(tiny_index, gen, question, message) -> No
 
 @pytest.mark.parametrize(("settings", "message"), [({"max_new_tokens": 0}, "max_new_tokens=0"),
                                                    ({"max_new_tokens": -5}, "max_new_tokens=-5"),
-                                                   ({"k": -1}, "k=-1"), ({"answer_format": "poem"}, "poem")])
+                                                   ({"k": -1}, "k=-1"), ({"answer_format": "poem"}, "poem"),
+                                                   ({"context_tokens": 40}, "context_tokens=40: use a whole number"),
+                                                   ({"context_tokens": "700"}, "context_tokens='700'")])
 def test_bad_settings_raise_a_message(tiny_index, gen, settings, message) -> None:
     cfg, _, _ = tiny_index
     with pytest.raises(WorkshopError, match=message):

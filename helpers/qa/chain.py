@@ -44,6 +44,7 @@ MODEL_READS = 2
 MAX_QUESTION_CHARS = 4000
 MAX_NEW_TOKENS = 1024
 CONTEXT_TOKENS = 700
+CONTEXT_RANGE = (200, 4000)  # below 200 the second excerpt no longer fits beside the first (its sentence would be blind)
 NO_ANSWER = "I could not find this in the indexed code."
 
 # Chosen on the tuning half: asking for the name first made the model name the right symbol more often.
@@ -286,11 +287,17 @@ def check_question(question: Any, tokenizer: Any | None = None, max_tokens: int 
     return question
 
 
-def check_settings(max_new_tokens: Any, answer_format: Any) -> None:
-    """QAError naming a bad answer length or format and what is allowed."""
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or \
-            not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+def _whole_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_settings(max_new_tokens: Any, answer_format: Any, context_tokens: Any = CONTEXT_TOKENS) -> None:
+    """QAError naming a bad answer length, format or excerpt budget and what is allowed."""
+    if not _whole_in(max_new_tokens, 1, MAX_NEW_TOKENS):
         raise QAError(f"max_new_tokens={max_new_tokens!r}: use a whole number from 1 to {MAX_NEW_TOKENS}.")
+    if not _whole_in(context_tokens, *CONTEXT_RANGE):
+        raise QAError(f"context_tokens={context_tokens!r}: use a whole number from {CONTEXT_RANGE[0]} to "
+                      f"{CONTEXT_RANGE[1]} (the excerpts the model reads; {CONTEXT_TOKENS} by default).")
     if answer_format not in ANSWER_FORMATS:
         raise QAError(f"answer_format {answer_format!r} is unknown: use one of {', '.join(ANSWER_FORMATS)}.")
 
@@ -300,7 +307,7 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
                 on_token: Callable[[str], None] | None = None, timing: dict[str, float] | None = None) -> Runnable:
     """The LangChain runnable: {question} -> retrieve k -> prompt (and the names the model's sentence may open
     with, where the generator can constrain its output) -> generator -> {answer, model_text, hits}."""
-    check_settings(max_new_tokens, answer_format)
+    check_settings(max_new_tokens, answer_format, context_tokens)
     retrieve_docs = retriever(index, k, mode, per_file=ANSWER_PER_FILE)
 
     def retrieve(inputs: dict) -> list[Hit]:
@@ -358,7 +365,7 @@ def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mod
     the nearest sources instead of a generated answer.
     """
     start = time.perf_counter()
-    check_settings(max_new_tokens, answer_format)
+    check_settings(max_new_tokens, answer_format, context_tokens)
     room = gen.max_positions - max_new_tokens - context_tokens - 200
     question = check_question(question, gen.tokenizer, room)
     if len(index) == 0:
