@@ -5,8 +5,8 @@ without naming the code, each with the file(s) that answer it and keywords a cor
 hand-written questions are split, once and by a seeded hash, into a *tuning* half (defaults are chosen on it)
 and a *held-out* half (reported, never tuned on). More questions are generated from the corpus itself: from its
 docstrings (describing what a function does) and from its names (asking about a function, class or parameter by
-name, about a class in words or about a file by its path, as users often do); any of them can be asked again with
-typos. Retrieval is scored by recall@k and MRR of the first chunk from an answering file;
+name, about a class in words or about a file by its path, or for a kind of class by what it does, as users often
+do); any of them can be asked again with typos. Retrieval is scored by recall@k and MRR of the first chunk from an answering file;
 answers by the share that contain a keyword, the share that cite an answering file, and latency.
 """
 
@@ -50,7 +50,7 @@ class EvalQuestion:
     question: str
     files: list[str]
     keywords: list[str]
-    origin: str = "hand"  # 'hand', 'docstring', 'named', 'parameter', 'spoken' or 'file'; '+typos' when misspelled
+    origin: str = "hand"  # 'hand', 'docstring', 'named', 'parameter', 'spoken', 'file' or 'kind'; '+typos' when misspelled
     package: str = ""
     half: str = "tuning"  # 'tuning' or 'held-out' (hand-written questions); generated ones are 'tuning'
 
@@ -61,8 +61,9 @@ NAMED_PHRASINGS = ("What does `{}` do?", "Where is {} defined?", "How do I use {
 PARAMETER_PHRASINGS = ("What is the default value of {}?", "What does the `{}` argument do?", "How do I set {}?")
 # A file asked about by its path (file_questions), whole or its last two parts.
 FILE_PHRASINGS = ("What is in {}?", "What does {} do?", "Explain {}")
-# A class asked about in words (spoken_questions): "the mds writer" for MDSWriter.
+# A kind of class asked for by what it does (kind_questions): "Which callback does this: …?".
 KIND_PHRASING = "Which {} does this: {}?"
+# A class asked about in words (spoken_questions): "the mds writer" for MDSWriter.
 SPOKEN_PHRASINGS = ("What does the {} do?", "How do I use a {}?", "Where is the {} defined?")
 TYPO_WORDS = 2  # words misspelled in each question by misspelled(), of TYPO_MIN_LETTERS letters or more
 TYPO_MIN_LETTERS = 5
@@ -188,17 +189,21 @@ def _pick(candidates: list[EvalQuestion], n: int, seed: int) -> list[EvalQuestio
     return picked
 
 
+def _described(name: str, summary: str) -> str:
+    """A docstring summary as words of a question ("Counts the ticks." -> "counts the ticks."), or '' when it cannot
+    ask for ``name``: too short or too long (6 to 30 words), saying the name itself, or a pointer ("See …",
+    "Deprecated …")."""
+    if not 6 <= len(summary.split()) <= 30 or name.lower() in summary.lower() or \
+            summary.lower().startswith(("see ", "deprecated")):
+        return ""
+    return summary[0].lower() + summary[1:]
+
+
 def docstring_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
     """``n`` questions made from public functions' and classes' docstring summaries (the name is the keyword)."""
-    candidates = []
-    for c, name in _public_definitions(chunks):
-        summary = c.docstring_summary()
-        words = summary.split()
-        if not (6 <= len(words) <= 30) or name.lower() in summary.lower() or \
-                summary.lower().startswith(("see ", "deprecated")):
-            continue
-        candidates.append(EvalQuestion(f"Which function or class does this: {summary[0].lower() + summary[1:]}?",
-                                       [c.path], [name], "docstring", package_of(c.path)))
+    candidates = [EvalQuestion(f"Which function or class does this: {words}?", [c.path], [name], "docstring",
+                               package_of(c.path))
+                  for c, name in _public_definitions(chunks) if (words := _described(name, c.docstring_summary()))]
     return _pick(candidates, n, seed)
 
 
@@ -211,13 +216,11 @@ def kind_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> l
     shared = Counter(word for words in kinds.values() for word in words)
     candidates = []
     for c, name in _public_definitions(chunks):
-        summary = c.docstring_summary()
-        if id(c) not in kinds or not 6 <= len(summary.split()) <= 30 or name.lower() in summary.lower() or \
-                summary.lower().startswith(("see ", "deprecated")):
-            continue
-        kind = max(sorted(kinds[id(c)]), key=lambda word: shared[word])
-        candidates.append(EvalQuestion(KIND_PHRASING.format(kind, summary[0].lower() + summary[1:].rstrip(".")),
-                                       [c.path], [name], "kind", package_of(c.path)))
+        words = _described(name, c.docstring_summary()) if id(c) in kinds else ""
+        if words:
+            kind = max(sorted(kinds[id(c)]), key=lambda word: shared[word])
+            candidates.append(EvalQuestion(KIND_PHRASING.format(kind, words.rstrip(".")), [c.path], [name], "kind",
+                                           package_of(c.path)))
     return _pick(candidates, n, seed)
 
 

@@ -221,5 +221,8 @@ def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
     assert not re.fullmatch(two, "`keep` keeps it.\n`evict` deletes it."), "each line names its own excerpt"
     assert not re.fullmatch(two, "`evict` deletes it."), "both lines"
     assert qa.answer_pattern([names, []]) == pattern and qa.answer_pattern([[], names]) == ""
+    for bad in ("evict", ("evict",)):  # a string would become one name per letter
+        with pytest.raises(qa.QAError, match=re.escape(f"names={bad!r}: give a list of names")):
+            qa.answer_pattern(bad)
     # Names that are not identifiers (a Markdown heading, text with backticks) are not offered; none: no pattern.
     assert qa.answer_pattern(["True Determinism", "a`b", ""]) == ""

@@ -156,6 +156,9 @@ def answer_pattern(names: list[str] | list[list[str]]) -> str:
     """The regular expression the model's answer must match: one of ``names`` in backticks, then one sentence with no
     more backticks, ending at its first full stop. Given a list of name lists, one such sentence per list, each on its
     own line (up to the first list without a usable name). '' when there are no names: the model writes freely."""
+    if isinstance(names, str) or not isinstance(names, list):
+        raise QAError(f"names={names!r}: give a list of names (qa.answer_names) or one list per sentence "
+                      "(qa.sentence_names); one name is ['name'].")
     lists = names if names and all(isinstance(n, list) for n in names) else [names]
     lines = []
     for group in lists:

@@ -196,7 +196,7 @@ def class_kinds(chunks: Iterable[Chunk]) -> dict[int, set[str]]:
         head = _CLASS_HEAD.search(c.text)
         if head:
             names = [head.group(1)] + [base.strip().split(".")[-1] for base in (head.group(2) or "").split(",")]
-            found[id(c)] = {parts[-1] for name in names if (parts := name_parts(name)) and "=" not in name}
+            found[id(c)] = {parts[-1] for name in names if "=" not in name and (parts := name_parts(name))}
     counts = Counter(_stem(word) for words in found.values() for word in words)
     kinds = {key: {w for w in words if counts[_stem(w)] >= KIND_MIN_CLASSES and w.isalpha() and len(w) > 2 and
                    w not in NOT_KINDS}
