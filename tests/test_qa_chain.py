@@ -215,6 +215,10 @@ def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
     assert not re.fullmatch(pattern, "`evict`.\nMore"), "one line"
     assert not re.fullmatch(pattern, "`evict` deletes it. Then more."), "one sentence: it ends at its first full stop"
     assert re.fullmatch(pattern, "`evict` keeps 0.5 of config.yaml files."), "a full stop inside a word or number"
+    assert re.fullmatch(pattern, "`evict` frees space: one shard at a time (see cache_limit)."), "a colon, brackets"
+    for made_up in ("`evict` is shown in [3](https://github.com/x/y).", "`evict` see https://example.com/evict.",
+                    "`evict` supports **** and ***."):
+        assert not re.fullmatch(pattern, made_up), "no link or emphasis: an invented source or an empty name"
     # One sentence per excerpt the model reads, each on its own line with names of its own excerpt.
     two = qa.answer_pattern([names, ["keep"]])
     assert re.fullmatch(two, "`evict` deletes it.\n`keep` keeps it.")
