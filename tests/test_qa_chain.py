@@ -188,6 +188,11 @@ def test_quoted_lines_are_the_best_matching_ones() -> None:
     lead = qa.lead_sentence([qa.Hit(chunk, 1.0)], question)
     quotes = [line for line in lead.splitlines() if line.startswith("> ")]
     assert lead.count("Delete a cached shard") == 1 and len(quotes) == 3, lead
+    # A one-line docstring too (its quotes at both ends), in the lead and in what the model reads.
+    one_line = source.replace('limit.\n\n    Args:\n        shard (int): which cached shard to delete\n    """', 'limit."""')
+    chunk = next(c for c in qa.chunk_file("t", "t/cache.py", one_line) if c.symbol == "evict")
+    assert qa.lead_sentence([qa.Hit(chunk, 1.0)], question).count("Delete a cached shard") == 1
+    assert qa.excerpt(chunk, question).count("Delete a cached shard") == 1, qa.excerpt(chunk, question)
 
 
 def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:

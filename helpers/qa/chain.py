@@ -65,6 +65,8 @@ DEFAULT_NEW_TOKENS = 64
 # sources ("[3](https://github.com/...)") and empty emphasis ("supports **** and ****") where it wanted a name it may
 # not put in backticks. Tuning half, model-text keyword rate the same with and without (0.536 base and finetuned).
 SENTENCE = r"(?:[^`\n.:*\[\]]|\.[^` \t\r\n.:*\[\]]|:[^/`\n.*\[\]])*\."
+# A docstring line without its quotes (a one-line docstring has them at both ends): compared with the summary shown.
+DOCSTRING_QUOTES = re.compile(r"^[rRbBuU]?(\"\"\"|\'\'\')|(\"\"\"|\'\'\')$")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 # A word of the question links an excerpt identifier to it when its idf is above this (a word in fewer than ~1 chunk
 # in 13). Tuning half, model-text keyword: any word 0.43; above 1.5 / 2 / 2.2 / 2.5 / 3 / 4.5: 0.45 / 0.48 / 0.46 /
@@ -215,7 +217,7 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
         if len(text) < 12 or text.startswith(("#!", "import ", "from ", "```")) or \
                 (chunk.path.endswith(".md") and text.startswith("#")):
             continue
-        if shown and re.sub(r"^[rRbBuU]?(\"\"\"|\'\'\')", "", text).rstrip(".") in shown:
+        if shown and DOCSTRING_QUOTES.sub("", text).rstrip(".") in shown:
             continue
         score = sum(weight(t) for t in wanted & set(code_tokens(text)))
         if score > 0:
