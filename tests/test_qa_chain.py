@@ -50,12 +50,12 @@ def test_messages_fit_the_context_budget(tiny_index, gen) -> None:
 def test_answer_quotes_the_lines_that_hold_the_fact(tiny_index) -> None:
     cfg, _, _ = tiny_index
     index = qa.CodeIndex.load(cfg)
-    question = "Which method deletes a cached shard to stay under the cache limit?"
+    question = "Which method deletes a cached shard from the local folder to stay under the cache limit?"
     hits = index.search(question, 3, "bm25", per_file=0)
     assert hits[0].chunk.symbol == "ShardDownloader.evict"
-    lead = qa.lead_sentence(hits, "Which method deletes a cached shard to stay under the cache limit?",
-                            weight=index.token_weight)
+    lead = qa.lead_sentence(hits, question, weight=index.token_weight)
     quoted = [line for line in lead.splitlines() if line.startswith("> ")]
+    assert "os.remove(os.path.join(self.local, name))" in lead, "the body line that matches, not the summary again"
     assert quoted and all(line.startswith("> tiny/download.py:") for line in quoted)
     source = {i: text.strip() for i, text in enumerate(DOWNLOADER.splitlines(), 1)}
     for line in quoted:  # every quote is the file's own line at the cited number
