@@ -195,6 +195,21 @@ def test_quoted_lines_are_the_best_matching_ones() -> None:
     assert qa.excerpt(chunk, question).count("Delete a cached shard") == 1, qa.excerpt(chunk, question)
 
 
+def test_lines_are_chosen_by_the_words_the_user_wrote_more_than_by_pasted_text() -> None:
+    source = ('def download(self, name):\n'
+              '    if self.requester_pays:\n'
+              '        extra_args["RequestPayer"] = "requester"\n'
+              '    raise FileNotFoundError("Object not found! Either check the bucket path or the bucket permission")\n')
+    chunk = qa.chunk_file("t", "t/s3.py", source)[0]
+    pasted = "'not found! Either check the bucket path or the bucket permission'"
+    asked = f"Downloading fails with {pasted} in a requester-pays bucket. What do I need to set?"
+    assert [text for _, text in qa.key_lines(chunk, asked, 1)] == ["if self.requester_pays:"]
+    assert qa.unquoted(asked) == "Downloading fails with   in a requester-pays bucket. What do I need to set?"
+    # The pasted text alone still points at its line; a short quote is a name the user typed, not pasted text.
+    assert "not found!" in qa.key_lines(chunk, f"Why {pasted}?", 1)[0][1]
+    assert qa.unquoted("Why is `requester_pays` off?") == "Why is `requester_pays` off?"
+
+
 def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
     source = ('def evict(self, shard_id: int, keep: bool = False, max_retries: int = 3) -> None:\n'
               '    """Delete a cached shard to stay under cache_limit."""\n'

@@ -61,6 +61,7 @@ from helpers.qa.search import (
     hit_document,
     name_parts,
     retriever,
+    unquoted,
 )
 
 __all__ = [
@@ -70,5 +71,5 @@ __all__ = [
     "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "answer_names", "answer_pattern", "ask", "asked_kinds", "build_chain",
     "build_index", "build_messages", "check_question", "chunk_file", "cited_symbols", "class_kinds", "code_tokens", "defuse", "embedder", "excerpt",
     "file_hash", "generator", "hit_document", "is_follow_up", "key_lines", "lead_sentence", "model_hits", "name_parts", "see_also", "sentence_names", "load_index", "model_choices", "retriever",
-    "retrieval_query", "DECLINE_THRESHOLD", "Relevance", "relevance", "ask_multipart", "split_question",
+    "retrieval_query", "unquoted", "DECLINE_THRESHOLD", "Relevance", "relevance", "ask_multipart", "split_question",
 ]

@@ -150,6 +150,14 @@ def quoted_words(question: str) -> list[list[str]]:
     return [words for text in texts if len(words := _words(text)) >= QUOTE_MIN_WORDS]
 
 
+def unquoted(question: str) -> str:
+    """The question without the quoted text that ``quoted_words`` takes (spans of ``QUOTE_MIN_WORDS`` words or more,
+    a pasted error's message): the words the user wrote themselves. Short quotes (`max_duration`, '10ep') stay."""
+    def blank(match: re.Match) -> str:
+        return " " if len(_words(match.group(match.lastindex or 0))) >= QUOTE_MIN_WORDS else match.group(0)
+    return _RAISED.sub(blank, _QUOTED.sub(blank, question))
+
+
 def named_identifiers(question: str) -> tuple[set[str], set[str]]:
     """The names of code in a question: (names that look like code: in backticks, with ``_`` or ``.``, in
     camelCase, or the whole question; capitalised words inside a sentence, which name code only if a class has
