@@ -46,7 +46,7 @@ MODEL_READS = 2
 # requester-pays bucket. What do I need to set?"). The pasted text still decides where nothing else matches.
 # Tuning half (9 of 56 questions quote), answer / model-text keyword rate, base: 1.0 0.875 / 0.536; 0.6 the same;
 # 0.3 0.893 / 0.554; 0.1 0.911 / 0.571 (finetuned 0.893 / 0.554); 0 the same as 0.1 but no line at all to quote
-# for a question that is all quote.
+# for a question that is all quote. Held-out, reported: answer keyword 0.821 -> 0.804, model-text unchanged.
 QUOTED_WORD_WEIGHT = 0.1
 MAX_QUESTION_CHARS = 4000
 MAX_NEW_TOKENS = 1024
