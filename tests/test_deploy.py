@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-import regex
 
 from helpers import deploy, qa, runs
 from helpers.config import REPO_ROOT, load_config
@@ -63,7 +62,7 @@ def test_serve_query_stop(packaged) -> None:
         # The server constrains an answer as the in-process generator does (the chain's names, step 6).
         pattern = qa.answer_pattern(["Cobol", "Fortran"])
         constrained = deploy.query(server, prompt, max_new_tokens=8, pattern=pattern)
-        assert regex.fullmatch(pattern, constrained, partial=True), constrained  # cut short at 8 tokens
+        assert qa.fits_pattern(constrained, pattern), constrained  # cut short at 8 tokens
         # A pattern that is no regular expression is refused with the reason, and the server answers as before.
         with pytest.raises(deploy.DeployError, match=r"answered 400: .*pattern '\(\(\(' is not a regular expression"):
             deploy.query(server, prompt, max_new_tokens=4, pattern="(((")

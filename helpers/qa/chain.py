@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
 from helpers.errors import QAError
@@ -180,6 +181,12 @@ def answer_pattern(names: list[str] | list[list[str]]) -> str:
             break
         lines.append("`(" + "|".join(re.escape(n) for n in usable) + ")`" + SENTENCE)
     return r"\n".join(lines)
+
+
+def fits_pattern(text: str, pattern: str) -> bool:
+    """Whether ``text`` is what ``pattern`` (``answer_pattern``) allows, or the start of it: an answer cut short at
+    ``max_new_tokens`` ends inside a sentence, and the engine stops there."""
+    return regex.fullmatch(pattern, text, partial=True) is not None
 
 
 def _fit(text: str, tokenizer: Any, budget: int) -> str:

@@ -143,19 +143,25 @@ def code_tokens(text: str) -> list[str]:
     return out
 
 
+def _pasted(text: str) -> list[str]:
+    """A quoted span's or an error message's lower-case words when it is long enough to be pasted text
+    (``QUOTE_MIN_WORDS`` or more), else none: shorter quotes ('10ep', `max_duration`) are names or values."""
+    words = _words(text)
+    return words if len(words) >= QUOTE_MIN_WORDS else []
+
+
 def quoted_words(question: str) -> list[list[str]]:
-    """The question's quoted spans, and the messages after ``SomethingError:``, of ``QUOTE_MIN_WORDS`` words or
-    more, each as lower-case words."""
+    """The question's pasted text: its quoted spans, and the messages after ``SomethingError:``, of
+    ``QUOTE_MIN_WORDS`` words or more, each as lower-case words."""
     texts = [text for _, text in _QUOTED.findall(question)] + _RAISED.findall(question)
-    return [words for text in texts if len(words := _words(text)) >= QUOTE_MIN_WORDS]
+    return [words for text in texts if (words := _pasted(text))]
 
 
 def unquoted(question: str) -> str:
-    """The question without the quoted text that ``quoted_words`` takes (spans of ``QUOTE_MIN_WORDS`` words or more,
-    a pasted error's message): the words the user wrote themselves. Short quotes (`max_duration`, '10ep') stay."""
-    def blank(match: re.Match) -> str:
-        return " " if len(_words(match.group(match.lastindex or 0))) >= QUOTE_MIN_WORDS else match.group(0)
-    return _RAISED.sub(blank, _QUOTED.sub(blank, question))
+    """The question without its pasted text (``quoted_words``): the words the user wrote themselves. Short quotes
+    (`max_duration`, '10ep') stay."""
+    question = _QUOTED.sub(lambda m: " " if _pasted(m.group(2)) else m.group(0), question)
+    return _RAISED.sub(lambda m: " " if _pasted(m.group(1)) else m.group(0), question)
 
 
 def named_identifiers(question: str) -> tuple[set[str], set[str]]:
