@@ -52,6 +52,7 @@ def test_answer_quotes_the_lines_that_hold_the_fact(tiny_index) -> None:
     question = "Which method deletes a cached shard from the local folder to stay under the cache limit?"
     hits = index.search(question, 3, "bm25", per_file=0)
     assert hits[0].chunk.symbol == "ShardDownloader.evict"
+    assert index.whole(hits[0].chunk) is hits[0].chunk, "a definition of one window is its own whole"
     lead = qa.lead_sentence(hits, question, weight=index.token_weight)
     quoted = [line for line in lead.splitlines() if line.startswith("> ")]
     assert "os.remove(os.path.join(self.local, name))" in lead, "the body line that matches, not the summary again"
@@ -251,3 +252,40 @@ def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
             qa.answer_pattern(bad)
     # Names that are not identifiers (a Markdown heading, text with backticks) are not offered; none: no pattern.
     assert qa.answer_pattern(["True Determinism", "a`b", ""]) == ""
+
+
+def test_a_docstring_entry_is_quoted_whole_with_its_default() -> None:
+    source = ('class ShardCache:\n    """Keep downloaded shards on local disk.\n\n    Args:\n'
+              '        cache_limit (int, optional): Maximum size in bytes of the local shard cache. The least\n'
+              '            recently used shards are deleted to stay under it. Defaults to ``None``.\n'
+              '        local (str): Where the shards go.\n    """\n\n'
+              '    def __init__(self, cache_limit=None, local="/tmp"):\n'
+              '        self.limit: int = min(cache_limit,\n'
+              '                              disk_free(local))\n')
+    chunks = qa.chunk_file("t", "t/cache.py", source)
+    head = next(c for c in chunks if c.symbol == "ShardCache")
+    assert qa.key_lines(head, "What is the default cache_limit?", 1) == [
+        (5, "cache_limit (int, optional): Maximum size in bytes of the local shard cache. The least recently used "
+            "shards are deleted to stay under it. Defaults to ``None``.")]
+    # What the model reads keeps single lines; a line of code going on to the next is not an entry.
+    assert "Defaults to" not in qa.excerpt(head, "What is the default cache_limit?", lines=1)
+    assert qa.key_lines(head, "Is the limit capped by the free disk space?", 1)[0][1] == "disk_free(local))"
+    assert "self.limit: int = min(cache_limit," in [text for _, text in qa.key_lines(head, "How is the limit set?", 3)]
+
+
+def test_a_long_definition_is_quoted_and_cited_as_a_whole() -> None:
+    prose = "".join(f"    Step {i} of the plan.\n" for i in range(70))
+    source = ('class ShardCache:\n    """Keep downloaded shards on local disk.\n\n' + prose +
+              '\n    Args:\n        cache_limit (int): Maximum size in bytes. Defaults to ``None``.\n    """\n')
+    windows = qa.chunk_file("t", "t/cache.py", source)
+    assert [c.symbol for c in windows] == ["ShardCache", "ShardCache (continued)"]
+    wholes = qa.whole_definitions(windows + qa.chunk_file("t", "t/other.py", "def other():\n    pass\n"))
+    whole = wholes[windows[1].key]
+    assert wholes[windows[0].key] is whole and len(wholes) == 2, "only the long definition's windows are mapped"
+    assert (whole.symbol, whole.start_line, whole.end_line) == ("ShardCache", 1, windows[1].end_line)
+    assert whole.text == source.rstrip("\n")
+    # The later window alone has no name line or summary; as a whole it is cited at its first line, with both.
+    question = "What is the default cache_limit of ShardCache?"
+    lead = qa.lead_sentence([qa.Hit(whole, 1.0)], question)
+    assert lead.startswith("`ShardCache` (t/cache.py:1): Keep downloaded shards on local disk.\n"), lead
+    assert "> t/cache.py:76: cache_limit (int): Maximum size in bytes. Defaults to ``None``." in lead, lead

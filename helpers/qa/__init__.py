@@ -36,7 +36,7 @@ from helpers.qa.chain import (
     see_also,
     sentence_names,
 )
-from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, file_hash
+from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, file_hash, whole_definitions
 from helpers.qa.confidence import DECLINE_THRESHOLD, Relevance, relevance
 from helpers.qa.conversation import cited_symbols, is_follow_up, retrieval_query
 from helpers.qa.embedding import Embedder, embedder
@@ -71,6 +71,6 @@ __all__ = [
     "NO_ANSWER", "SYSTEM_PROMPT", "Answer", "BuildStats", "Chunk", "CodeIndex", "CodeRetriever", "Embedder",
     "EndpointGenerator", "Generator", "Hit", "QAError", "TransformersGenerator", "answer_names", "answer_pattern", "ask", "asked_kinds", "build_chain",
     "build_index", "build_messages", "check_question", "chunk_file", "cited_symbols", "class_kinds", "code_tokens", "defuse", "embedder", "excerpt",
-    "file_hash", "fits_pattern", "generator", "hit_document", "is_follow_up", "key_lines", "lead_sentence", "model_hits", "name_parts", "see_also", "sentence_names", "load_index", "model_choices", "retriever",
+    "file_hash", "fits_pattern", "generator", "hit_document", "is_follow_up", "key_lines", "lead_sentence", "model_hits", "name_parts", "see_also", "sentence_names", "load_index", "model_choices", "retriever", "whole_definitions",
     "retrieval_query", "unquoted", "DECLINE_THRESHOLD", "Relevance", "relevance", "ask_multipart", "split_question",
 ]

@@ -75,6 +75,10 @@ DEFAULT_NEW_TOKENS = 64
 SENTENCE = r"(?:[^`\n.:*\[\]]|\.[^` \t\r\n.:*\[\]]|:[^/`\n.*\[\]])*\."
 # A docstring line without its quotes (a one-line docstring has them at both ends): compared with the summary shown.
 DOCSTRING_QUOTES = re.compile(r"^[rRbBuU]?(\"\"\"|\'\'\')|(\"\"\"|\'\'\')$")
+# The first line of a docstring entry: "name (type): text", "**name**: text" (continued on more indented lines).
+ENTRY = re.compile(r"^\s*\**[A-Za-z_][\w.]*\**\s*(?:\([^)]*\))?\s*:\s+\S")
+ENTRY_NOT_ENDS = ("(", ",", "[", "{", "\\", ":")  # code going on to the next line, or a heading ("Args:")
+QUOTE_CHARS = 240  # a quoted line (or joined entry) is cut here
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 # A word of the question links an excerpt identifier to it when its idf is above this (a word in fewer than ~1 chunk
 # in 13). Tuning half, model-text keyword: any word 0.43; above 1.5 / 2 / 2.2 / 2.5 / 3 / 4.5: 0.45 / 0.48 / 0.46 /
@@ -109,7 +113,7 @@ def excerpt(chunk: Chunk, question: str, weight: Callable[[str], float] | None =
     summary = chunk.docstring_summary()
     if summary:
         body += f'\n    """{summary}"""'
-    extra = [text for _, text in key_lines(chunk, question, lines, weight, shown=body)]
+    extra = [text for _, text in key_lines(chunk, question, lines, weight, shown=body, entries=False)]
     if extra:
         body += "\n    ...\n" + "\n".join("    " + text for text in extra)
     return body
@@ -215,20 +219,23 @@ def build_messages(question: str, hits: list[Hit], tokenizer: Any, context_token
 
 
 def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
-              weight: Callable[[str], float] | None = None, shown: str = "") -> list[tuple[int, str]]:
+              weight: Callable[[str], float] | None = None, shown: str = "",
+              entries: bool = True) -> list[tuple[int, str]]:
     """The ``n`` lines of a chunk that share the most (rare) words with the question, as (line number, text).
 
     These are usually the signature or the docstring lines that hold the asked-for fact: a parameter, a default,
     an error message. Words are weighted by ``weight`` (e.g. BM25's idf over the index), so shared rare words
-    count more than shared common ones. A line whose text is already in ``shown`` (e.g. the docstring summary
-    printed above it) is passed over for the next best.
+    count more than shared common ones. A docstring entry that goes on over more indented lines ("cache_limit
+    (int, optional): Maximum size …", then "… Defaults to ``None``.") is one line here, joined, so the default
+    comes with the name. A line whose text is already in ``shown`` (e.g. the docstring summary printed above it)
+    is passed over for the next best.
     """
     wanted = set(code_tokens(question))
     own = set(code_tokens(unquoted(question)))
     weight = weight or (lambda token: 1.0)
     scored = []
-    for offset, line in enumerate(chunk.text.splitlines()):
-        text = line.strip()
+    lines = chunk.text.splitlines()
+    for offset, text in _units(lines) if entries else enumerate(line.strip() for line in lines):
         if len(text) < 12 or text.startswith(("#!", "import ", "from ", "```")) or \
                 (chunk.path.endswith(".md") and text.startswith("#")):
             continue
@@ -238,8 +245,30 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
         if score > 0:
             scored.append((score, -offset, chunk.start_line + offset, text))
     best = sorted(scored, reverse=True)[:n]
-    return [(line_no, text if len(text) <= 200 else text[:199] + "…") for _, _, line_no, text in
+    return [(line_no, text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS - 1] + "…") for _, _, line_no, text in
             sorted(best, key=lambda item: item[2])]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _units(lines: list[str]) -> list[tuple[int, str]]:
+    """The lines, stripped, by offset; a docstring entry and the more indented lines that go on with it joined
+    into one (the entry is one fact: a parameter, its meaning and its default)."""
+    units = []
+    offset = 0
+    while offset < len(lines):
+        line = lines[offset]
+        parts = [line.strip()]
+        nxt = offset + 1
+        if ENTRY.match(line) and not line.rstrip().endswith(ENTRY_NOT_ENDS):
+            while nxt < len(lines) and lines[nxt].strip() and _indent(lines[nxt]) > _indent(line):
+                parts.append(lines[nxt].strip())
+                nxt += 1
+        units.append((offset, " ".join(parts)))
+        offset = nxt
+    return units
 
 
 def _quotes(chunk: Chunk, question: str, n: int, weight: Callable[[str], float] | None, skip: str = "",
@@ -330,7 +359,11 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
                 max_new_tokens: int = DEFAULT_NEW_TOKENS, answer_format: str = "symbol-first", context_tokens: int = CONTEXT_TOKENS,
                 on_token: Callable[[str], None] | None = None, timing: dict[str, float] | None = None) -> Runnable:
     """The LangChain runnable: {question} -> retrieve k -> prompt (and the names the model's sentence may open
-    with, where the generator can constrain its output) -> generator -> {answer, model_text, hits}."""
+    with, where the generator can constrain its output) -> generator -> {answer, model_text, hits, cited}.
+
+    ``hits`` are the chunks found, the windows the model reads; ``cited`` the same hits as whole definitions
+    (``CodeIndex.whole``): the answer quotes and cites those, so a later window of a long class is cited at the
+    class's first line, with its docstring summary, and its quoted lines come from any of its windows."""
     check_settings(max_new_tokens, answer_format, context_tokens)
     retrieve_docs = retriever(index, k, mode, per_file=ANSWER_PER_FILE)
 
@@ -344,7 +377,7 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
     def lead(inputs: dict) -> str:
         if answer_format != "symbol-first":
             return ""
-        return lead_sentence(inputs["hits"], inputs["question"], weight=index.token_weight)
+        return lead_sentence(inputs["cited"], inputs["question"], weight=index.token_weight)
 
     def prompt(inputs: dict) -> str:
         messages = build_messages(inputs["question"], inputs["hits"], gen.tokenizer, context_tokens, index.token_weight)
@@ -364,13 +397,17 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
             if on_token:
                 on_token(piece)
         model_text = "".join(pieces).strip()
-        tail = see_also(inputs["hits"], inputs["question"], index.token_weight) if answer_format == "symbol-first" else ""
+        tail = see_also(inputs["cited"], inputs["question"], index.token_weight) if answer_format == "symbol-first" else ""
         if on_token and tail:
             on_token("\n" + tail)
         return {"answer": "\n".join(p for p in (inputs["lead"].strip(), model_text, tail) if p),
                 "model_text": model_text}
 
+    def cited(inputs: dict) -> list[Hit]:
+        return [Hit(index.whole(h.chunk), h.score) for h in inputs["hits"]]
+
     return (RunnablePassthrough.assign(hits=RunnableLambda(retrieve))
+            | RunnablePassthrough.assign(cited=RunnableLambda(cited))
             | RunnablePassthrough.assign(lead=RunnableLambda(lead))
             | RunnablePassthrough.assign(prompt=RunnableLambda(prompt), pattern=RunnableLambda(pattern))
             | RunnablePassthrough.assign(result=RunnableLambda(generate)))
@@ -405,5 +442,5 @@ def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mod
     timing: dict[str, float] = {}
     chain = build_chain(index, gen, k, mode, max_new_tokens, answer_format, context_tokens, on_token, timing)
     out = chain.invoke({"question": index.spelled(question), "retrieval_query": query})
-    return Answer(question, out["result"]["answer"], out["result"]["model_text"], out["hits"],
+    return Answer(question, out["result"]["answer"], out["result"]["model_text"], out["cited"],
                   timing.get("retrieval_s", 0.0), time.perf_counter() - start, relevance=rel)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from helpers.pysource import docstring_of, first_sentence, module_name
@@ -96,6 +97,26 @@ def _spans_to_chunks(lines: list[str], spans: list[Span], source: str, path: str
                 name = symbol if offset == 0 else f"{symbol} (continued)"
                 chunks.append(Chunk(source, path, start, start + len(part) - 1, name, kind, "\n".join(part)))
     return chunks
+
+
+def whole_definitions(chunks: Iterable[Chunk]) -> dict[str, Chunk]:
+    """Each window of a long definition (by ``Chunk.key``) mapped to the whole definition: one chunk with its
+    windows' lines, the first window's name and first line. Chunks of one window are not in the map."""
+    by_file: dict[tuple[str, str], list[Chunk]] = {}
+    for c in chunks:
+        by_file.setdefault((c.source, c.path), []).append(c)
+    wholes: dict[str, Chunk] = {}
+    for same in by_file.values():
+        runs: list[list[Chunk]] = []
+        for c in sorted(same, key=lambda c: c.start_line):
+            if runs and c.symbol == f"{runs[-1][0].symbol} (continued)" and c.start_line == runs[-1][-1].end_line + 1:
+                runs[-1].append(c)
+            else:
+                runs.append([c])
+        for run in (run for run in runs if len(run) > 1):
+            whole = replace(run[0], end_line=run[-1].end_line, text="\n".join(c.text for c in run))
+            wholes.update((c.key, whole) for c in run)
+    return wholes
 
 
 def _python_spans(text: str, path: str) -> list[Span]:

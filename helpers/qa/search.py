@@ -33,7 +33,7 @@ from snowballstemmer import stemmer
 from helpers.config import WorkshopConfig
 from helpers.errors import QAError
 from helpers.pysource import declared_names
-from helpers.qa.chunking import Chunk
+from helpers.qa.chunking import Chunk, whole_definitions
 from helpers.qa.embedding import embedder
 from helpers.qa.index import load_index, missing_vectors
 from helpers.qa.spelling import correct
@@ -259,6 +259,7 @@ class CodeIndex:
         self._cased: dict[str, str] = {}  # "tokenaccuracy" -> "TokenAccuracy": how the code writes a defined name
         self._spelled: dict[str, str] = {}  # the last questions, corrected
         self._paths: dict[str, list[Chunk]] | None = None
+        self._wholes: dict[str, Chunk] | None = None  # a long definition's windows (by key) -> the definition
         self._kinds: dict[int, set[str]] | None = None
         self._lock = threading.Lock()
         self.weights = FUSION_WEIGHTS
@@ -399,6 +400,16 @@ class CodeIndex:
                     paths.setdefault(c.path, []).append(c)
                 self._paths = {p: sorted(cs, key=lambda c: c.start_line) for p, cs in paths.items()}
         return self._paths
+
+    def whole(self, chunk: Chunk) -> Chunk:
+        """The whole definition a window belongs to. A long function or class is indexed in windows of
+        ``MAX_CHUNK_LINES`` (the later ones marked "(continued)"), each found on its own; an answer quotes the lines
+        that hold the fact from any of them (a class's argument is often documented windows below its name) and
+        cites the definition's first line. Other chunks are returned as they are."""
+        with self._lock:
+            if self._wholes is None:
+                self._wholes = whole_definitions(self.chunks)
+        return self._wholes.get(chunk.key, chunk)
 
     def named_files(self, question: str, candidates: list[Hit]) -> list[Chunk]:
         """For each file the question names by path (``streaming/base/util.py``, ``trainer.py``; not in a pasted
