@@ -65,6 +65,9 @@ FILE_PHRASINGS = ("What is in {}?", "What does {} do?", "Explain {}")
 KIND_PHRASING = "Which {} does this: {}?"
 # A class asked about in words (spoken_questions): "the mds writer" for MDSWriter.
 SPOKEN_PHRASINGS = ("What does the {} do?", "How do I use a {}?", "Where is the {} defined?")
+# What to subclass for one's own thing (custom_questions): "How do I write a custom callback?".
+CUSTOM_PHRASINGS = ("How do I write a custom {}?", "How can I make my own {}?", "What do I subclass to add my own {}?",
+                    "I want a custom {}: where do I start?")
 TYPO_WORDS = 2  # words misspelled in each question by misspelled(), of TYPO_MIN_LETTERS letters or more
 TYPO_MIN_LETTERS = 5
 
@@ -287,6 +290,24 @@ def file_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> l
     return picked
 
 
+def custom_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
+    """``n`` questions that ask how to make one's own kind of thing ("How do I write a custom callback?"), in the
+    ``CUSTOM_PHRASINGS`` in turn, for the last word of each class that at least three indexed classes derive from
+    (``qa.base_classes``; a word that says nothing of what a class does, such as "error" or "enum", left out by
+    ``qa.NOT_KINDS``). The files of the classes with that word answer; the class names are the keywords."""
+    where: dict[str, list[qa.Chunk]] = {}
+    for _, c in qa.base_classes(chunks):
+        parts = qa.name_parts(c.name)
+        word = parts[-1].lower() if parts else ""
+        if word.isalpha() and len(word) > 2 and word not in qa.NOT_KINDS and not c.name.startswith("_"):
+            where.setdefault(word, []).append(c)
+    picked = _pick([EvalQuestion(word, sorted({c.path for c in cs}), sorted({c.name for c in cs}), "custom",
+                                 package_of(cs[0].path)) for word, cs in sorted(where.items())], n, seed)
+    for i, q in enumerate(picked):
+        q.question = CUSTOM_PHRASINGS[i % len(CUSTOM_PHRASINGS)].format(q.question)
+    return picked
+
+
 def misspelled(questions: list[EvalQuestion], seed: int = 17, words: int = TYPO_WORDS) -> list[EvalQuestion]:
     """The questions again, each with ``words`` of its words (``TYPO_MIN_LETTERS`` letters or more) misspelled by one
     slip of the hand: a letter dropped, two neighbours swapped, or a letter doubled; origin gets '+typos'. Seeded:
@@ -327,14 +348,15 @@ def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, nam
                  typos: bool = False) -> list[EvalQuestion]:
     """The hand-written questions plus ``docstring_n`` generated from docstrings and ``named_n`` asking by name,
     of each kind (``named_questions``, ``parameter_questions``, ``spoken_questions``, ``file_questions``,
-    ``kind_questions``), kept where the answering file
+    ``kind_questions``, ``custom_questions``), kept where the answering file
     is indexed; with ``typos``, the hand-written and named questions once more with typos (``misspelled``)."""
     docstring_n, named_n = _check_count("docstring_n", docstring_n), _check_count("named_n", named_n)
     indexed = {c.path for c in index.chunks}
     hand, named = load_eval_set(seed=seed), named_questions(index.chunks, n=named_n, seed=seed)
     questions = hand + docstring_questions(index.chunks, n=docstring_n, seed=seed) + named + \
         parameter_questions(index.chunks, n=named_n, seed=seed) + spoken_questions(index.chunks, n=named_n, seed=seed) + \
-        file_questions(index.chunks, n=named_n, seed=seed) + kind_questions(index.chunks, n=named_n, seed=seed)
+        file_questions(index.chunks, n=named_n, seed=seed) + kind_questions(index.chunks, n=named_n, seed=seed) + \
+        custom_questions(index.chunks, n=named_n, seed=seed)
     if typos:
         questions += misspelled(hand + named, seed)
     return [q for q in questions if q.files[0] in indexed]

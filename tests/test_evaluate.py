@@ -93,6 +93,22 @@ def test_spoken_questions_name_a_class_in_words() -> None:
         list(evaluate.SPOKEN_PHRASINGS[:len(generated)])
 
 
+def test_custom_questions_ask_what_to_subclass() -> None:
+    kids = "".join(f"class Tick{i}(Callback):\n    pass\n\n\nclass Err{i}(UserError):\n    pass\n\n\n" for i in range(3))
+    kids += "class Lone(Tick0):\n    pass\n"  # Tick0 is derived from once: not a class to subclass
+    chunks = qa.chunk_file("tiny", "lib/cb.py", "class Callback:\n    pass\n\n\n" + kids)
+    chunks += qa.chunk_file("tiny", "lib/errors.py", "class UserError(Exception):\n    pass\n")
+    chunks += qa.chunk_file("tiny", "lib/other_cb.py", "class Callback:\n    pass\n")
+    generated = evaluate.custom_questions(chunks, n=10, seed=1)
+    by_word = {q.question.split()[-1].rstrip("?"): q for q in generated}
+    assert len(generated) == 2 and by_word["callback"].keywords == ["Callback"] and \
+        by_word["error"].keywords == ["UserError"], "one question per word, for the classes three others derive from"
+    assert by_word["callback"].files == ["lib/cb.py", "lib/other_cb.py"], "a class of that name anywhere answers"
+    assert [q.question for q in generated] == [p.format(q.question.split()[-1].rstrip("?")) for p, q in
+                                              zip(evaluate.CUSTOM_PHRASINGS, generated, strict=False)]
+    assert all(q.origin == "custom" for q in generated) and evaluate.check_eval_set(generated, chunks) == []
+
+
 def test_kind_questions_ask_for_a_kind_by_what_it_does() -> None:
     base = "class Callback:\n    pass\n\n\n"
     kids = "".join(f'class Tick{i}(Callback):\n    """Counts the ticks of clock number {i} in a run."""\n\n\n'

@@ -330,6 +330,24 @@ def test_of_equal_scores_the_definition_comes_first(tiny_index) -> None:
     assert (first.chunk.path, second.chunk.path) == ("t/zebra.py", "t/feed.py")
 
 
+def test_a_custom_thing_asked_for_ranks_the_class_to_subclass(tiny_index) -> None:
+    """'How do I write a custom callback?' lifts the class that three indexed classes derive from above a function
+    that says the question's rarer words; a class fewer derive from is no such class, and a question that asks for
+    nothing custom gets no such ranking."""
+    cfg, _, _ = tiny_index
+    files = {"t/callback.py": 'class Callback:\n    """Hooks run at each event of the loop."""\n',
+             "t/noops.py": "".join(f'class Noop{i}(Callback):\n    """Does nothing {i}."""\n\n\n' for i in range(3)),
+             "t/rare.py": "class Rare:\n    pass\n\n\nclass Once(Rare):\n    pass\n",
+             "t/hook.py": "def custom_hook(handler):\n    # write a custom handler for a custom message\n    return handler\n"}
+    index = _lexical_index(cfg, files)
+    assert [(n, c.name) for n, c in qa.base_classes(index.chunks)] == [(3, "Callback")]
+    assert qa.asked_bases("How do I write a custom callback?") == {"callback"}
+    assert qa.asked_bases("Can I plug in my own Loggers?") == {"logger"}, "stems, any case"
+    question = "How do I write a custom callback?"
+    _weight_decides(index, "base_weight", question, without="t/hook.py", with_="t/callback.py")
+    assert index.bases("Which callback stops the run?") == [] and index.bases("A custom rare thing") == []
+
+
 def test_a_kind_of_class_asked_for_is_a_ranking(tiny_index) -> None:
     """'Which callback …' lifts the Callback subclass above a function that says the question's words more often;
     a class's kinds are the last words of its bases' names and its own, shared by at least KIND_MIN_CLASSES classes;
