@@ -16,7 +16,7 @@ import functools
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,18 +209,24 @@ def is_test_or_example(path: str) -> bool:
     return any(p in TEST_PARTS for p in parts[:-1]) or name.startswith("test_") or name.endswith("_test.py")
 
 
-def class_kinds(chunks: Iterable[Chunk]) -> dict[int, set[str]]:
-    """Each class's kinds, by the ``id`` of the chunk that opens it: the last words, in lower case, of its base
-    classes' names and of its own (``class EarlyStopper(Callback)``: callback, stopper), where at least
-    ``KIND_MIN_CLASSES`` classes share that word and it is not one of ``NOT_KINDS``. Classes with none are left out."""
-    found: dict[int, set[str]] = {}
+def _class_heads(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, str, list[str]]]:
+    """Each Python class's opening chunk, its name and its base classes' names (``composer.core.Callback`` ->
+    ``Callback``)."""
     for c in chunks:
         if c.kind != "class" or c.symbol.endswith("(continued)") or not c.path.endswith(".py"):
             continue
         head = _CLASS_HEAD.search(c.text)
         if head:
-            names = [head.group(1)] + [base.strip().split(".")[-1] for base in (head.group(2) or "").split(",")]
-            found[id(c)] = {parts[-1] for name in names if "=" not in name and (parts := name_parts(name))}
+            yield c, head.group(1), [base.strip().split(".")[-1] for base in (head.group(2) or "").split(",")]
+
+
+def class_kinds(chunks: Iterable[Chunk]) -> dict[int, set[str]]:
+    """Each class's kinds, by the ``id`` of the chunk that opens it: the last words, in lower case, of its base
+    classes' names and of its own (``class EarlyStopper(Callback)``: callback, stopper), where at least
+    ``KIND_MIN_CLASSES`` classes share that word and it is not one of ``NOT_KINDS``. Classes with none are left out."""
+    found: dict[int, set[str]] = {}
+    for c, name, bases in _class_heads(chunks):
+        found[id(c)] = {parts[-1] for n in [name, *bases] if "=" not in n and (parts := name_parts(n))}
     counts = Counter(_stem(word) for words in found.values() for word in words)
     kinds = {key: {w for w in words if counts[_stem(w)] >= KIND_MIN_CLASSES and w.isalpha() and len(w) > 2 and
                    w not in NOT_KINDS}
@@ -245,13 +251,9 @@ def base_classes(chunks: Iterable[Chunk]) -> list[tuple[int, Chunk]]:
     chunk that opens the class), most subclassed first."""
     heads: dict[str, list[Chunk]] = {}
     derived: Counter[str] = Counter()
-    for c in chunks:
-        if c.kind != "class" or c.symbol.endswith("(continued)") or not c.path.endswith(".py"):
-            continue
-        head = _CLASS_HEAD.search(c.text)
-        if head:
-            heads.setdefault(head.group(1), []).append(c)
-            derived.update({base.strip().split(".")[-1] for base in (head.group(2) or "").split(",")})
+    for c, name, bases in _class_heads(chunks):
+        heads.setdefault(name, []).append(c)
+        derived.update(set(bases))
     found = [(derived[name], c) for name, cs in heads.items() for c in cs if derived[name] >= KIND_MIN_CLASSES]
     return sorted(found, key=lambda item: -item[0])
 
