@@ -195,6 +195,17 @@ def test_quoted_lines_are_the_best_matching_ones() -> None:
     assert qa.excerpt(chunk, question).count("Delete a cached shard") == 1, qa.excerpt(chunk, question)
 
 
+def test_the_chunks_own_name_counts_little_when_lines_are_chosen() -> None:
+    """Every line of ShardCache is about ShardCache: the lines about what else the question asks come first."""
+    source = ('class ShardCache:\n    """Keep downloaded shards on local disk.\n\n    Args:\n'
+              '        local (str): Where ShardCache keeps its shards; ShardCache makes it.\n'
+              '        limit (int): The most bytes kept.\n    """\n')
+    chunk = qa.chunk_file("t", "t/cache.py", source)[0]
+    assert [text for _, text in qa.key_lines(chunk, "What is the limit of ShardCache?", 1)] == \
+        ["limit (int): The most bytes kept."]
+    assert [n for n, _ in qa.key_lines(chunk, "What is ShardCache?", 3)] == [1, 2, 5], "alone, the name still counts"
+
+
 def test_lines_are_chosen_by_the_words_the_user_wrote_more_than_by_pasted_text() -> None:
     source = ('def download(self, name):\n'
               '    if self.requester_pays:\n'
@@ -269,6 +280,14 @@ def test_a_docstring_entry_is_quoted_whole_with_its_default() -> None:
             "shards are deleted to stay under it. Defaults to ``None``.")]
     # What the model reads keeps single lines; a line of code going on to the next is not an entry.
     assert "Defaults to" not in qa.excerpt(head, "What is the default cache_limit?", lines=1)
+    # An entry whose first line ends with a comma is still one entry; a long one keeps its default when cut.
+    long_entry = ('class Loader:\n    """Load shards.\n\n    Args:\n'
+                  '        remote (str, optional): Remote path or directory to download the dataset from. If ``None``,\n'
+                  + "".join(f"            its data must exist locally, reason number {i} of many.\n" for i in range(6)) +
+                  '            Defaults to ``None``.\n    """\n')
+    (line_no, text), = qa.key_lines(qa.chunk_file("t", "t/load.py", long_entry)[0], "What does remote do?", 1)
+    assert line_no == 5 and text.startswith("remote (str, optional): Remote path") and \
+        text.endswith(" … Defaults to ``None``.") and len(text) <= qa.chain.QUOTE_CHARS, text
     assert qa.key_lines(head, "Is the limit capped by the free disk space?", 1)[0][1] == "disk_free(local))"
     assert "self.limit: int = min(cache_limit," in [text for _, text in qa.key_lines(head, "How is the limit set?", 3)]
 

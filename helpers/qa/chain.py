@@ -76,9 +76,11 @@ SENTENCE = r"(?:[^`\n.:*\[\]]|\.[^` \t\r\n.:*\[\]]|:[^/`\n.*\[\]])*\."
 # A docstring line without its quotes (a one-line docstring has them at both ends): compared with the summary shown.
 DOCSTRING_QUOTES = re.compile(r"^[rRbBuU]?(\"\"\"|\'\'\')|(\"\"\"|\'\'\')$")
 # The first line of a docstring entry: "name (type): text", "**name**: text" (continued on more indented lines).
-ENTRY = re.compile(r"^\s*\**[A-Za-z_][\w.]*\**\s*(?:\([^)]*\))?\s*:\s+\S")
-ENTRY_NOT_ENDS = ("(", ",", "[", "{", "\\", ":")  # code going on to the next line, or a heading ("Args:")
+ENTRY = re.compile(r"^\s*\**[A-Za-z_][\w.]*\**\s*(\([^)]*\))?\s*:\s+\S")
+# Without a "(type)", a line ending so is code going on to the next line ("limit: int = min(a,"), not an entry.
+ENTRY_NOT_ENDS = ("(", ",", "[", "{", "\\", ":")
 QUOTE_CHARS = 240  # a quoted line (or joined entry) is cut here
+DEFAULT_SENTENCE = re.compile(r"(?:Defaults? (?:to|is)|\(default)[^.]*(?:\.[^ .][^.]*)*\.?\)?$", re.I)
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 # A word of the question links an excerpt identifier to it when its idf is above this (a word in fewer than ~1 chunk
 # in 13). Tuning half, model-text keyword: any word 0.43; above 1.5 / 2 / 2.2 / 2.5 / 3 / 4.5: 0.45 / 0.48 / 0.46 /
@@ -231,7 +233,9 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
     is passed over for the next best.
     """
     wanted = set(code_tokens(question))
-    own = set(code_tokens(unquoted(question)))
+    # Words the user wrote themselves, less the chunk's own name (every line of StreamingDataset is about it).
+    own = set(code_tokens(re.sub("|".join(rf"\b{re.escape(part)}\b" for part in chunk.name.split(".")), " ",
+                                 unquoted(question), flags=re.I)))
     weight = weight or (lambda token: 1.0)
     scored = []
     lines = chunk.text.splitlines()
@@ -245,8 +249,17 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
         if score > 0:
             scored.append((score, -offset, chunk.start_line + offset, text))
     best = sorted(scored, reverse=True)[:n]
-    return [(line_no, text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS - 1] + "…") for _, _, line_no, text in
-            sorted(best, key=lambda item: item[2])]
+    return [(line_no, _cut(text)) for _, _, line_no, text in sorted(best, key=lambda item: item[2])]
+
+
+def _cut(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters; a long docstring entry keeps its last sentence when that gives its
+    default ("… Defaults to ``None``."), the fact most often asked for."""
+    if len(text) <= limit:
+        return text
+    default = DEFAULT_SENTENCE.search(text)
+    tail = default.group(0) if default and len(default.group(0)) < limit // 3 else ""
+    return text[:limit - len(tail) - (3 if tail else 1)].rstrip() + (" … " + tail if tail else "…")
 
 
 def _indent(line: str) -> int:
@@ -262,7 +275,8 @@ def _units(lines: list[str]) -> list[tuple[int, str]]:
         line = lines[offset]
         parts = [line.strip()]
         nxt = offset + 1
-        if ENTRY.match(line) and not line.rstrip().endswith(ENTRY_NOT_ENDS):
+        entry = ENTRY.match(line)
+        if entry and (entry.group(1) or not line.rstrip().endswith(ENTRY_NOT_ENDS)):
             while nxt < len(lines) and lines[nxt].strip() and _indent(lines[nxt]) > _indent(line):
                 parts.append(lines[nxt].strip())
                 nxt += 1
