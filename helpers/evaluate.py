@@ -292,13 +292,12 @@ def file_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> l
 
 def custom_questions(chunks: Iterable[qa.Chunk], n: int = 30, seed: int = 17) -> list[EvalQuestion]:
     """``n`` questions that ask how to make one's own kind of thing ("How do I write a custom callback?"), in the
-    ``CUSTOM_PHRASINGS`` in turn, for the last word of each class that at least three indexed classes derive from
-    (``qa.base_classes``; a word that says nothing of what a class does, such as "error" or "enum", left out by
-    ``qa.NOT_KINDS``). The files of the classes with that word answer; the class names are the keywords."""
+    ``CUSTOM_PHRASINGS`` in turn, for the last word of each public class that at least three indexed classes derive
+    from (``qa.base_classes``; "error" for ``UserError`` too; a word that says nothing of what a class does, such as
+    "enum" or "mixin", left out by ``qa.NOT_KINDS``). The files of the classes with that word answer; the class names
+    are the keywords."""
     where: dict[str, list[qa.Chunk]] = {}
-    for _, c in qa.base_classes(chunks):
-        parts = qa.name_parts(c.name)
-        word = parts[-1].lower() if parts else ""
+    for _, word, c in qa.base_classes(chunks):
         if word.isalpha() and len(word) > 2 and word not in qa.NOT_KINDS and not c.name.startswith("_"):
             where.setdefault(word, []).append(c)
     picked = _pick([EvalQuestion(word, sorted({c.path for c in cs}), sorted({c.name for c in cs}), "custom",

@@ -340,7 +340,7 @@ def test_a_custom_thing_asked_for_ranks_the_class_to_subclass(tiny_index) -> Non
              "t/rare.py": "class Rare:\n    pass\n\n\nclass Once(Rare):\n    pass\n",
              "t/hook.py": "def custom_hook(handler):\n    # write a custom handler for a custom message\n    return handler\n"}
     index = _lexical_index(cfg, files)
-    assert [(n, c.name) for n, c in qa.base_classes(index.chunks)] == [(3, "Callback")]
+    assert [(n, word, c.name) for n, word, c in qa.base_classes(index.chunks)] == [(3, "callback", "Callback")]
     assert qa.asked_bases("How do I write a custom callback?") == {"callback"}
     assert qa.asked_bases("Can I plug in my own Loggers?") == {"logger"}, "stems, any case"
     question = "How do I write a custom callback?"

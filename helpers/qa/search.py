@@ -109,7 +109,10 @@ NOT_KINDS = frozenset({"object", "module", "enum", "abc", "protocol", "generic",
 # 20 generated questions (evaluate.custom_questions), hybrid recall@1 / MRR at weight 0 / 0.25 / 0.5 / 0.75 / 1.0:
 # 0.10 / 0.37, 0.15 / 0.47, 0.35 / 0.63, 0.60 / 0.78, 0.95 / 0.98. The hand-written tuning half has one such question,
 # whose answer is not the base class ("my own callback class usable by name in the training YAML": the registry):
-# MRR 0.835 -> 0.832 from 0.75 up (rank 2 -> 3), recall@1 / @5 and the answers unchanged. Held-out: reported in README.
+# MRR 0.835 -> 0.832 from 0.75 up (rank 2 -> 3), recall@1 / @5 and the answers unchanged. The weight was chosen on
+# the generated set, so its figures are not unseen ones; 12 questions written afterwards in other words ("what class
+# do I extend", "a custom device class") and never tuned on, weight 0 -> 1.0: recall@1 4 -> 11 of 12, recall@5 9 -> 12,
+# MRR 0.50 -> 0.94. The hand-written held-out half has no such question (unchanged).
 BASE_WEIGHT = 1.0
 _BASE_ASKED = re.compile(r"\b(?:custom|own)\s+([a-z]+)", re.I)
 _KIND_ASKED = re.compile(r"\b(?:which|what|whichever|is there an?|are there(?: any)?)\s+((?:[a-z]+[ -])?[a-z]+)", re.I)
@@ -246,15 +249,17 @@ def asked_bases(question: str) -> set[str]:
     return {_stem(w.lower()) for w in _BASE_ASKED.findall(question)} - {_stem(w) for w in _STOP}
 
 
-def base_classes(chunks: Iterable[Chunk]) -> list[tuple[int, Chunk]]:
+def base_classes(chunks: Iterable[Chunk]) -> list[tuple[int, str, Chunk]]:
     """The classes that at least ``KIND_MIN_CLASSES`` indexed classes derive from, as (number of subclasses, the
-    chunk that opens the class), most subclassed first."""
+    last word of the class's name in lower case, the chunk that opens the class), most subclassed first
+    (``(41, "callback", <Callback>)``, ``(14, "scheduler", <ComposerScheduler>)``)."""
     heads: dict[str, list[Chunk]] = {}
     derived: Counter[str] = Counter()
     for c, name, bases in _class_heads(chunks):
         heads.setdefault(name, []).append(c)
         derived.update(set(bases))
-    found = [(derived[name], c) for name, cs in heads.items() for c in cs if derived[name] >= KIND_MIN_CLASSES]
+    found = [(derived[name], parts[-1].lower(), c) for name, cs in heads.items() for c in cs
+             if derived[name] >= KIND_MIN_CLASSES and (parts := name_parts(name))]
     return sorted(found, key=lambda item: -item[0])
 
 
@@ -403,8 +408,7 @@ class CodeIndex:
             return []
         with self._lock:
             if self._bases is None:
-                self._bases = [(_stem(name_parts(c.name)[-1].lower()), c) for _, c in base_classes(self.chunks)
-                               if name_parts(c.name)]
+                self._bases = [(_stem(word), c) for _, word, c in base_classes(self.chunks)]
         return [Hit(c, 1.0) for word, c in self._bases if word in asked]
 
     def spoken_classes(self, question: str) -> set[str]:
