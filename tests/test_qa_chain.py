@@ -288,8 +288,51 @@ def test_a_docstring_entry_is_quoted_whole_with_its_default() -> None:
     (line_no, text), = qa.key_lines(qa.chunk_file("t", "t/load.py", long_entry)[0], "What does remote do?", 1)
     assert line_no == 5 and text.startswith("remote (str, optional): Remote path") and \
         text.endswith(" … Defaults to ``None``.") and len(text) <= qa.chain.QUOTE_CHARS, text
-    assert qa.key_lines(head, "Is the limit capped by the free disk space?", 1)[0][1] == "disk_free(local))"
-    assert "self.limit: int = min(cache_limit," in [text for _, text in qa.key_lines(head, "How is the limit set?", 3)]
+    # A line of code going on over an open bracket is one statement, quoted at its first line.
+    assert qa.key_lines(head, "Is the limit capped by the free disk space?", 1) == [
+        (11, "self.limit: int = min(cache_limit, disk_free(local))")]
+
+
+def test_a_statement_a_list_item_and_a_table_row_are_quoted_whole() -> None:
+    """The fact is often in the last piece: a message built from strings over lines, a tip's second line, a table
+    cell's third line. Each is one quoted unit at its first line; a def header stays one parameter a line."""
+    source = ('class Uploader:\n    """Upload files.\n\n'
+              '    *   Set ``use_procs=True`` to upload in background processes, which keeps the\n'
+              '        training loop from stalling on the GIL.\n\n'
+              '    +-------------+------------------------------------+\n'
+              '    | `io/mfu`    | Only logged when the model has     |\n'
+              '    |             | attribute `flops_per_batch`.       |\n'
+              '    +-------------+------------------------------------+\n'
+              '    """\n\n'
+              '    def download(self, remote: str,\n'
+              '                 retries: int = 3) -> None:\n'
+              '        raise FileNotFoundError(\n'
+              "            f'Object {remote} not found! If the bucket is a requester pays bucket, ' +\n"
+              "            'set the environment variable '\n"
+              "            '`REQUESTER_PAYS`.')\n")
+    head, = qa.chunk_file("t", "t/up.py", source)  # a short class is one chunk
+    assert qa.key_lines(head, "It says not found for my requester pays bucket", 1) == [
+        (15, "raise FileNotFoundError( f'Object {remote} not found! If the bucket is a requester pays bucket, set the "
+             "environment variable `REQUESTER_PAYS`.')")], "string pieces merged at their seams"
+    assert [n for n, _ in qa.key_lines(head, "How many retries are made?", 1)] == [14], "header lines"
+    assert qa.key_lines(head, "Training stalls on the GIL while uploading", 1)[0][1].endswith("stalling on the GIL.")
+    assert qa.key_lines(head, "Why is mfu not logged?", 1) == [
+        (8, "| `io/mfu` | Only logged when the model has attribute `flops_per_batch`. |")]
+    # What the model reads keeps single lines.
+    assert "REQUESTER_PAYS" not in qa.excerpt(head, "It says not found for my requester pays bucket", lines=1)
+
+
+def test_a_line_declaring_a_name_the_question_uses_comes_first() -> None:
+    """Asked about ``half_life``, the parameter line with its default beats comments and code that only use it."""
+    source = ("def ema(model, half_life: str = '1000ba', smoothing: float = None):\n"
+              '    """Average the weights."""\n'
+              '    # Check that half_life or smoothing is set, but not both half_life and smoothing\n'
+              '    if half_life is not None and smoothing is not None:\n'
+              "        raise ValueError('Only one of half_life or smoothing can be set')\n")
+    source = source.replace("model, half_life", "model,\n        half_life").replace(", smoothing: float", ",\n        smoothing: float")
+    chunk = qa.chunk_file("t", "t/ema.py", source)[0]
+    asked = "I pass smoothing=0.99 and get 'Only one of half_life or smoothing can be set' but never set half_life"
+    assert "half_life: str = '1000ba'," in [text for _, text in qa.key_lines(chunk, asked, 2)]
 
 
 def test_a_long_definition_is_quoted_and_cited_as_a_whole() -> None:

@@ -25,7 +25,16 @@ from helpers.errors import QAError
 from helpers.qa.chunking import Chunk
 from helpers.qa.confidence import DECLINE_THRESHOLD, Relevance, decline_text, is_confident, relevance
 from helpers.qa.generation import Generator
-from helpers.qa.search import DEFAULT_K, DEFAULT_MODE, CodeIndex, Hit, code_tokens, retriever, unquoted
+from helpers.qa.search import (
+    DEFAULT_K,
+    DEFAULT_MODE,
+    CodeIndex,
+    Hit,
+    code_tokens,
+    named_identifiers,
+    retriever,
+    unquoted,
+)
 
 ANSWER_FORMATS = ("symbol-first", "plain")
 ANSWER_PER_FILE = 2  # chunks of one file an answer reads: the answer keyword rate on the tuning half was 0.79 with 2
@@ -79,6 +88,25 @@ DOCSTRING_QUOTES = re.compile(r"^[rRbBuU]?(\"\"\"|\'\'\')|(\"\"\"|\'\'\')$")
 ENTRY = re.compile(r"^\s*\**[A-Za-z_][\w.]*\**\s*(\([^)]*\))?\s*:\s+\S")
 # Without a "(type)", a line ending so is code going on to the next line ("limit: int = min(a,"), not an entry.
 ENTRY_NOT_ENDS = ("(", ",", "[", "{", "\\", ":")
+# A list item of a docstring or page ("* Set ``use_procs=True`` to …", "- …", "1. …"), continued on more indented lines.
+BULLET = re.compile(r"^\s*(?:[*+\-\u2022]|\d{1,2}[.)]|#\.)\s+\S")
+# A statement of code continued over open brackets or a trailing ``+``/``\\`` (a raised message built from string
+# pieces, a call, a list of choices) is one quoted unit up to this many lines: the fact is often in its last piece
+# ("… provide the bucket name to the environment variable `MOSAICML_STREAMING_AWS_REQUESTER_PAYS`."). A longer one,
+# and a ``def``/``class`` header (one parameter a line), is quoted line by line.
+STATEMENT_LINES = 8
+# A reStructuredText grid table's row ("| `throughput/device/mfu` | … Only logged when …") goes on over several lines
+# between its "+---+" rules; its cells are joined column by column into one unit (composer documents what each
+# callback logs so).
+GRID_RULE = re.compile(r"^\s*\+[-=+]{3,}\+\s*$")
+_TRIPLE = re.compile(r"\"\"\"|\'\'\'")
+_CONTINUES = ("\\", "+")
+_SEAM_END = re.compile(r"""(['"])\s*\+?$""")  # a string piece that the next line goes on with ('… bucket ' +)
+_SEAM_START = re.compile(r"""^\+?\s*[rRbBuUfF]{0,2}(['"])""")  # … and the next piece ('permission. …')
+# A line that declares a name the question uses (a parameter with its default, "half_life: Optional[str] = '1000ba',";
+# its docstring entry, "half_life (str, optional): …"; an assignment) counts the name's words this much more again.
+DECLARES = re.compile(r"^\**(?:``)?([A-Za-z_]\w*)(?:``)?\**\s*(?:\([^)]*\)\s*)?(?::(?!:)|=(?!=))")
+DECLARED_BONUS = 1.0
 QUOTE_CHARS = 240  # a quoted line (or joined entry) is cut here
 DEFAULT_SENTENCE = re.compile(r"(?:Defaults? (?:to|is)|\(default)[^.]*(?:\.[^ .][^.]*)*\.?\)?$", re.I)
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -227,16 +255,19 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
 
     These are usually the signature or the docstring lines that hold the asked-for fact: a parameter, a default,
     an error message. Words are weighted by ``weight`` (e.g. BM25's idf over the index), so shared rare words
-    count more than shared common ones. A docstring entry that goes on over more indented lines ("cache_limit
-    (int, optional): Maximum size …", then "… Defaults to ``None``.") is one line here, joined, so the default
-    comes with the name. A line whose text is already in ``shown`` (e.g. the docstring summary printed above it)
-    is passed over for the next best.
+    count more than shared common ones. With ``entries``, what is one fact is one line here (``_units``): a
+    docstring entry or list item that goes on over more indented lines ("cache_limit (int, optional): Maximum size
+    …", then "… Defaults to ``None``."), so the default comes with the name; a statement continued over open
+    brackets, so a raised message comes with its last piece; a grid-table row. A line that declares a name the
+    question uses (``DECLARES``: a parameter with its default, its entry) counts that name again. A line whose text
+    is already in ``shown`` (e.g. the docstring summary printed above it) is passed over for the next best.
     """
     wanted = set(code_tokens(question))
     # Words the user wrote themselves, less the chunk's own name (every line of StreamingDataset is about it).
     own = set(code_tokens(re.sub("|".join(rf"\b{re.escape(part)}\b" for part in chunk.name.split(".")), " ",
                                  unquoted(question), flags=re.I)))
     weight = weight or (lambda token: 1.0)
+    named = {name.split(".")[-1] for name in named_identifiers(unquoted(question))[0]}
     scored = []
     lines = chunk.text.splitlines()
     for offset, text in _units(lines) if entries else enumerate(line.strip() for line in lines):
@@ -246,6 +277,9 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
         if shown and DOCSTRING_QUOTES.sub("", text).rstrip(".") in shown:
             continue
         score = sum(weight(t) * (1.0 if t in own else QUOTED_WORD_WEIGHT) for t in wanted & set(code_tokens(text)))
+        declared = DECLARES.match(text)
+        if declared and declared.group(1) in named:
+            score += DECLARED_BONUS * sum(weight(t) for t in set(code_tokens(declared.group(1))))
         if score > 0:
             scored.append((score, -offset, chunk.start_line + offset, text))
     best = sorted(scored, reverse=True)[:n]
@@ -266,21 +300,94 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
+def _open_brackets(line: str) -> int:
+    """``(``, ``[`` and ``{`` less ``)``, ``]`` and ``}`` on a line of code, outside its strings and comment."""
+    depth, quote, escaped = 0, "", False
+    for c in line:
+        if quote:
+            quote = "" if c == quote and not escaped else quote
+            escaped = c == "\\" and not escaped
+        elif c in "'\"":
+            quote = c
+        elif c == "#":
+            break
+        else:
+            depth += (c in "([{") - (c in ")]}")
+    return depth
+
+
+def _statement_end(lines: list[str], offset: int) -> int:
+    """Where the statement of code starting at ``offset`` ends (exclusive), if it goes on over open brackets or a
+    trailing ``+``/``\\`` and closes within ``STATEMENT_LINES`` lines without entering a triple-quoted string; else
+    ``offset + 1``."""
+    depth = _open_brackets(lines[offset])
+    end = offset + 1
+    while depth > 0 or lines[end - 1].rstrip().endswith(_CONTINUES):
+        if end >= len(lines) or end - offset >= STATEMENT_LINES or _TRIPLE.search(lines[end]):
+            return offset + 1
+        depth += _open_brackets(lines[end])
+        end += 1
+    return end
+
+
+def _joined(parts: list[str]) -> str:
+    """Stripped lines joined with spaces; string pieces split over lines are merged back at their seam
+    (``'… the bucket ' +`` / ``'permission …'`` reads ``… the bucket permission …``)."""
+    text = parts[0]
+    for part in parts[1:]:
+        if part == "+" and _SEAM_END.search(text):
+            text += " +"
+            continue
+        end, start = _SEAM_END.search(text), _SEAM_START.match(part)
+        if end and start and end.group(1) == start.group(1) and not _TRIPLE.search(text[-3:]):
+            text = text[:end.start()] + part[start.end():]
+        else:
+            text += " " + part
+    return text
+
+
+def _grid_row(lines: list[str]) -> str:
+    """The lines of one grid-table row as one line: each column's pieces joined, "| a | b |"."""
+    columns: list[list[str]] = []
+    for line in lines:
+        for i, cell in enumerate(line.strip().strip("|").split("|")):
+            if i == len(columns):
+                columns.append([])
+            if cell.strip():
+                columns[i].append(cell.strip())
+    return "| " + " | ".join(" ".join(column) for column in columns) + " |"
+
+
 def _units(lines: list[str]) -> list[tuple[int, str]]:
-    """The lines, stripped, by offset; a docstring entry and the more indented lines that go on with it joined
-    into one (the entry is one fact: a parameter, its meaning and its default)."""
+    """The lines, stripped, by offset, with what is one fact joined into one unit: a docstring entry or list item
+    with the more indented lines that go on with it ("cache_limit (…): Maximum size …", then "… Defaults to
+    ``None``."), and a statement of code continued over open brackets (``_statement_end``), its string pieces merged
+    (``_joined``), and a grid-table row (``_grid_row``). Docstrings are told from code by their triple quotes, counted from the chunk's first line: in a
+    window that starts inside one, code may be taken for text (and left line by line) until the quotes close."""
     units = []
     offset = 0
+    in_text = False  # inside a triple-quoted string
     while offset < len(lines):
         line = lines[offset]
-        parts = [line.strip()]
         nxt = offset + 1
         entry = ENTRY.match(line)
-        if entry and (entry.group(1) or not line.rstrip().endswith(ENTRY_NOT_ENDS)):
-            while nxt < len(lines) and lines[nxt].strip() and _indent(lines[nxt]) > _indent(line):
-                parts.append(lines[nxt].strip())
+        opens_text = len(_TRIPLE.findall(line)) % 2 == 1
+        if line.lstrip().startswith("|") and offset and GRID_RULE.match(lines[offset - 1]):
+            while nxt < len(lines) and lines[nxt].lstrip().startswith("|"):
                 nxt += 1
-        units.append((offset, " ".join(parts)))
+            units.append((offset, _grid_row(lines[offset:nxt])))
+            offset = nxt
+            continue
+        if (entry and (entry.group(1) or not line.rstrip().endswith(ENTRY_NOT_ENDS))) or \
+                ((in_text or opens_text) and BULLET.match(line)):
+            while nxt < len(lines) and lines[nxt].strip() and _indent(lines[nxt]) > _indent(line):
+                nxt += 1
+        elif not (in_text or opens_text or GRID_RULE.match(line) or
+                  line.lstrip().startswith(("def ", "class ", "async def ", "@"))):
+            nxt = _statement_end(lines, offset)
+        for covered in lines[offset:nxt]:
+            in_text ^= len(_TRIPLE.findall(covered)) % 2 == 1
+        units.append((offset, _joined([covered.strip() for covered in lines[offset:nxt]])))
         offset = nxt
     return units
 
