@@ -3,8 +3,8 @@
 Prints, in one run: for each engine and thread count, p50 seconds for a ~700-token prompt plus 64 new tokens,
 time to the first piece, tokens/s, and the ratio to transformers measured in the same run (the machine may be
 shared, so compare ratios); then, on the default settings, the answer keyword rate, model-text keyword rate,
-right-file citation rate and p50/p95 seconds per half (tuning, held-out) of the hand-written questions for the
-base and (when step 4 ran) the finetuned model.
+right-file citation rate and p50/p95 seconds per half (tuning, held-out) of the hand-written questions and of the
+user-style ones (``data_manifests/user_questions.yaml``) for the base and (when step 4 ran) the finetuned model.
 
     .venv/bin/python benchmarks/bench_answer.py [--work-dir DIR] [--runs 5] [--questions 0]
 """
@@ -50,7 +50,8 @@ def main() -> int:
     cfg = load_config(work_dir=args.work_dir)
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}")
     index = qa.CodeIndex.load(cfg)  # built by 06_retrieval_qa.ipynb or benchmarks/bench_qa.py
-    hand = [q for q in evaluate.question_set(index, docstring_n=0, seed=cfg.seed) if q.origin == "hand"]
+    hand = [q for q in evaluate.question_set(index, docstring_n=0, seed=cfg.seed, user=True)
+            if q.origin in ("hand", "user")]
 
     folder = models.model_folder(cfg, "base")
     prompts = []
@@ -75,10 +76,11 @@ def main() -> int:
                   f"{statistics.median(len(gen.tokenizer(p).input_ids) for p in prompts[1:]):.0f} tokens)")
             del gen
 
-    chosen = [q for half in evaluate.HALVES for q in [x for x in hand if x.half == half][: args.questions or None]]
+    chosen = [q for origin in ("hand", "user") for half in evaluate.HALVES
+              for q in [x for x in hand if x.origin == origin and x.half == half][: args.questions or None]]
     rows = evaluate.compare_answers(index, chosen, ("base", "finetuned"), reuse=False, progress=False)
-    print("\nanswers on the default settings (hand-written questions):")
-    print(evaluate.answer_summary(rows, by=("setting", "half")).to_string())
+    print("\nanswers on the default settings (hand-written and user-style questions):")
+    print(evaluate.answer_summary(rows, by=("setting", "origin", "half")).to_string())
     pd.set_option("display.width", 200)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     return 0

@@ -2,7 +2,7 @@
 
 Prints, in one run: the full index build (embedder export excluded, then included), the rebuild after one file
 changes, retrieval p50 ms per mode, and recall@1/5/10 and MRR per mode on both halves of the hand-written
-questions (tuning and held-out) and per package, plus the generated questions: from docstrings, by name (a function
+questions and of the user-style ones (tuning and held-out) and per package, plus the generated questions: from docstrings, by name (a function
 or class, a parameter, a class in words), and the hand-written and named questions once more with typos.
 
     .venv/bin/python benchmarks/bench_qa.py [--work-dir DIR] [--skip-build] [--modes hybrid bm25 dense]
@@ -60,16 +60,16 @@ def main() -> int:
             qa.build_index(cfg, records, progress=False)
 
     index = qa.CodeIndex.load(cfg)
-    questions = evaluate.question_set(index, docstring_n=30, named_n=40, typos=True, seed=cfg.seed)
+    questions = evaluate.question_set(index, docstring_n=30, named_n=40, typos=True, seed=cfg.seed, user=True)
     for mode in args.modes:
         index.search("warm up", 4, mode)
     rows = evaluate.evaluate_retrieval(index, questions, modes=args.modes)
     summary = evaluate.retrieval_summary(rows, ks=(1, 5, 10), by=("mode", "origin", "half"))
     print("\nretrieval (recall@k, MRR, p50 ms) by mode, origin and half:")
     print(summary.to_string())
-    hand = rows[rows["origin"] == "hand"]
-    print("\nrecall@5 and MRR by mode, half and package (hand-written questions):")
-    per_package = evaluate.retrieval_summary(hand, ks=(5,), by=("mode", "half", "package"))
+    hand = rows[rows["origin"].isin(["hand", "user"])]
+    print("\nrecall@5 and MRR by mode, origin, half and package (hand-written and user-style questions):")
+    per_package = evaluate.retrieval_summary(hand, ks=(5,), by=("mode", "origin", "half", "package"))
     print(per_package[["recall@5", "MRR", "questions"]].unstack("package").to_string())
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     return 0

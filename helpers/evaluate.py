@@ -38,6 +38,7 @@ from helpers.qa.multipart import ask_multipart
 from helpers.scoring import contains_keyword
 
 EVAL_SET = REPO_ROOT / "data_manifests" / "eval_questions.yaml"
+USER_SET = REPO_ROOT / "data_manifests" / "user_questions.yaml"  # user-style questions written blind (session 15)
 HALVES = ("tuning", "held-out")
 PACKAGES = {"composer/": "composer", "streaming/": "streaming", "llmfoundry/": "llm-foundry",
             "scripts/": "llm-foundry", "mcli/": "llm-foundry"}
@@ -50,7 +51,7 @@ class EvalQuestion:
     question: str
     files: list[str]
     keywords: list[str]
-    origin: str = "hand"  # 'hand', 'docstring', 'named', 'parameter', 'spoken', 'file' or 'kind'; '+typos' when misspelled
+    origin: str = "hand"  # 'hand', 'user', 'docstring', 'named', 'parameter', 'spoken', 'file' or 'kind'; '+typos' when misspelled
     package: str = ""
     half: str = "tuning"  # 'tuning' or 'held-out' (hand-written questions); generated ones are 'tuning'
 
@@ -89,20 +90,39 @@ def assign_halves(questions: list[EvalQuestion], seed: int = 17) -> list[EvalQue
     return questions
 
 
-def load_eval_set(path: Path = EVAL_SET, seed: int = 17) -> list[EvalQuestion]:
-    """The hand-written questions of the evaluation file, with package and half; a bad entry names its field."""
+def _questions(path: Path, key: str, origin: str) -> list[EvalQuestion]:
+    """The questions of the file's ``key:`` list, with their package; a bad entry names its field."""
     path = Path(path)
-    entries = _eval_file(path).get("hand")
+    entries = _eval_file(path).get(key)
     if not isinstance(entries, list) or not entries:
-        raise EvalSetError(f"{path}: needs a top-level 'hand:' list of questions.")
+        raise EvalSetError(f"{path}: needs a top-level '{key}:' list of questions.")
     out = []
     for i, e in enumerate(entries):
-        where = f"{path.name}: hand[{i}]"
+        where = f"{path.name}: {key}[{i}]"
         if not isinstance(e, dict) or not isinstance(e.get("question"), str) or not e["question"].strip():
             raise EvalSetError(f"{where}: field 'question' must be a non-empty string.")
         files, keywords = _listed(e, "files", where), _listed(e, "keywords", where)
-        out.append(EvalQuestion(e["question"].strip(), files, keywords, "hand", e.get("package") or package_of(files[0])))
-    return assign_halves(out, seed)
+        out.append(EvalQuestion(e["question"].strip(), files, keywords, origin, e.get("package") or package_of(files[0])))
+    return out
+
+
+def load_eval_set(path: Path = EVAL_SET, seed: int = 17) -> list[EvalQuestion]:
+    """The hand-written questions of the evaluation file, with package and half; a bad entry names its field."""
+    return assign_halves(_questions(path, "hand", "hand"), seed)
+
+
+def load_user_set(path: Path = USER_SET) -> list[EvalQuestion]:
+    """The user-style questions (``data_manifests/user_questions.yaml``): its ``tuning:`` and ``held-out:`` lists as
+    the two halves, origin 'user'. A keyword the question itself contains is dropped where another is left: an
+    answer that repeats the question would have it."""
+    out = []
+    for half in HALVES:
+        for q in _questions(path, half, "user"):
+            asked = q.question.lower()
+            q.keywords = [k for k in q.keywords if k.lower() not in asked] or q.keywords
+            q.half = half
+            out.append(q)
+    return out
 
 
 @dataclass
@@ -344,11 +364,12 @@ def check_eval_set(questions: list[EvalQuestion], chunks: list[qa.Chunk]) -> lis
 
 
 def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, named_n: int = 0,
-                 typos: bool = False) -> list[EvalQuestion]:
+                 typos: bool = False, user: bool = False) -> list[EvalQuestion]:
     """The hand-written questions plus ``docstring_n`` generated from docstrings and ``named_n`` asking by name,
     of each kind (``named_questions``, ``parameter_questions``, ``spoken_questions``, ``file_questions``,
     ``kind_questions``, ``custom_questions``), kept where the answering file
-    is indexed; with ``typos``, the hand-written and named questions once more with typos (``misspelled``)."""
+    is indexed; with ``typos``, the hand-written and named questions once more with typos (``misspelled``); with
+    ``user``, the user-style questions too (``load_user_set``)."""
     docstring_n, named_n = _check_count("docstring_n", docstring_n), _check_count("named_n", named_n)
     indexed = {c.path for c in index.chunks}
     hand, named = load_eval_set(seed=seed), named_questions(index.chunks, n=named_n, seed=seed)
@@ -358,6 +379,8 @@ def question_set(index: qa.CodeIndex, docstring_n: int = 30, seed: int = 17, nam
         custom_questions(index.chunks, n=named_n, seed=seed)
     if typos:
         questions += misspelled(hand + named, seed)
+    if user:
+        questions += load_user_set()
     return [q for q in questions if q.files[0] in indexed]
 
 
@@ -454,10 +477,10 @@ def compare_answers(index: qa.CodeIndex, questions: list[EvalQuestion], models: 
                     limit: int = 0, formats: Iterable[str] = ("symbol-first",), **ask_kwargs: Any) -> pd.DataFrame:
     """Answer rows for every available model in ``models`` and every answer format in ``formats``.
 
-    Uses the hand-written questions (all questions if there are none); with ``limit``, the first ``limit`` of
+    Uses the hand-written and user-style questions (all questions if there are none); with ``limit``, the first ``limit`` of
     each half, so the tuning and held-out figures stay comparable.
     """
-    answer_set = [q for q in questions if q.origin == "hand"] or questions
+    answer_set = [q for q in questions if q.origin in ("hand", "user")] or questions
     if limit:
         answer_set = [q for half in HALVES for q in [x for x in answer_set if x.half == half][:limit]]
     available = qa.model_choices(index.cfg)

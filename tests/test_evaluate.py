@@ -30,6 +30,25 @@ def test_malformed_eval_file_names_the_entry(tmp_path) -> None:
         evaluate.load_eval_set(bad)
 
 
+def test_user_style_questions_come_in_two_halves_and_prove_with_keywords_they_do_not_repeat(tmp_path) -> None:
+    questions = evaluate.load_user_set()
+    for half in evaluate.HALVES:
+        by_package = pd.Series([q.package for q in questions if q.half == half]).value_counts().to_dict()
+        assert by_package == {"composer": 16, "streaming": 16, "llm-foundry": 16}, (half, by_package)
+    assert {q.origin for q in questions} == {"user"}
+    assert all(not f.startswith("/") and ".." not in f for q in questions for f in q.files)
+    # A keyword the question contains is dropped while another is left (an answer repeating the question has it).
+    mixed = tmp_path / "user.yaml"
+    mixed.write_text("tuning:\n  - {question: 'Why does zstd fail?', files: [a.py], keywords: [zstd, CliCompressor]}\n"
+                     "held-out:\n  - {question: 'What is zstd?', files: [a.py], keywords: [zstd]}\n")
+    tuning, held_out = evaluate.load_user_set(mixed)
+    assert (tuning.keywords, tuning.half, held_out.keywords, held_out.half) == (["CliCompressor"], "tuning", ["zstd"],
+                                                                               "held-out")
+    mixed.write_text("tuning:\n  - {question: 'Why?', files: [a.py], keywords: [x]}\nheld-out:\n  - {question: 'What?'}\n")
+    with pytest.raises(EvalSetError, match=r"held-out\[0\].*files"):
+        evaluate.load_user_set(mixed)
+
+
 def test_docstring_questions_and_checks() -> None:
     chunks = qa.chunk_file("tiny", "tiny/download.py", DOWNLOADER)
     generated = evaluate.docstring_questions(chunks, n=10, seed=1)
