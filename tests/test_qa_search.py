@@ -118,6 +118,14 @@ def test_quoted_text_is_words_of_three_or_more() -> None:
     assert quoted_words("Why doesn't the model's cache work?") == []
     assert quoted_words("Training stops with\nValueError: Batch 3 is not divisible\nWhat now?") == [
         ["batch", "3", "is", "not", "divisible"]]
+    # Pasted on the question's own line, a message ends where the user's words begin: a sentence end before a word
+    # in lower case, or a dash; those words are the user's own (``unquoted``), not pasted text.
+    for tail in (". i launch it on spot instances, how do i set it?", " - how do i set it?", " \u2014 how do i set it?"):
+        asked = "ValueError: When autoresume=True, the `run_name` must be specified" + tail
+        assert quoted_words(asked) == [["when", "autoresume", "true", "the", "run", "name", "must", "be", "specified"]]
+        assert "how do i set it?" in qa.unquoted(asked) and "autoresume" not in qa.unquoted(asked), asked
+    assert quoted_words("ValueError: Cache limit is too low. Increase `cache_limit`.") == [
+        ["cache", "limit", "is", "too", "low", "increase", "cache", "limit"]], "its sentences open in capitals"
 
 
 def test_a_quoted_error_message_finds_where_it_is_raised(tiny_index) -> None:

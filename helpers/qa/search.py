@@ -64,6 +64,9 @@ QUOTE_SHARE = 0.5  # a chunk must hold at least this share of the quote's word r
 QUOTE_RUN = 4  # words per run
 _QUOTED = re.compile(r"""(?:^|(?<=[\s(\[:,]))(['"`])(.+?)\1(?=$|[\s).,;:!?\]])""")
 _RAISED = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning):[ \t]*([^\n]+)")  # a pasted traceback's last line
+# Where a message pasted on the question's own line ends and the user's words begin: a sentence end before a word in
+# lower case ("… must be specified. i launch …"; messages open their sentences in capitals), or a dash between spaces.
+_MESSAGE_END = re.compile(r"(?<=[.!?])[ \t]+(?=[a-z])|[ \t]+[-\u2013\u2014][ \t]+")
 # A question that names code (``MDSWriter``, `predownload`, ``Trainer.fit``, "the Trainer", ``cache_limit``) is a
 # fourth ranking in hybrid and BM25 search: the chunks that define that name (a function or class) or declare it (a
 # parameter, a class attribute), best matches first. Users often ask with a name, and the chunks that only use it beat
@@ -163,10 +166,20 @@ def _pasted(text: str) -> list[str]:
     return words if len(words) >= QUOTE_MIN_WORDS else []
 
 
+def _raised(question: str) -> list[tuple[int, int]]:
+    """Where the messages after ``SomethingError:`` are, as (start, end): each up to the end of its line or where
+    the user's own words begin (``_MESSAGE_END``)."""
+    spans = []
+    for m in _RAISED.finditer(question):
+        end = _MESSAGE_END.search(m.group(1))
+        spans.append((m.start(1), m.start(1) + end.start() if end else m.end(1)))
+    return spans
+
+
 def quoted_words(question: str) -> list[list[str]]:
-    """The question's pasted text: its quoted spans, and the messages after ``SomethingError:``, of
+    """The question's pasted text: its quoted spans, and the messages after ``SomethingError:`` (``_raised``), of
     ``QUOTE_MIN_WORDS`` words or more, each as lower-case words."""
-    texts = [text for _, text in _QUOTED.findall(question)] + _RAISED.findall(question)
+    texts = [text for _, text in _QUOTED.findall(question)] + [question[a:b] for a, b in _raised(question)]
     return [words for text in texts if (words := _pasted(text))]
 
 
@@ -174,7 +187,10 @@ def unquoted(question: str) -> str:
     """The question without its pasted text (``quoted_words``): the words the user wrote themselves. Short quotes
     (`max_duration`, '10ep') stay."""
     question = _QUOTED.sub(lambda m: " " if _pasted(m.group(2)) else m.group(0), question)
-    return _RAISED.sub(lambda m: " " if _pasted(m.group(1)) else m.group(0), question)
+    for start, end in reversed(_raised(question)):
+        if _pasted(question[start:end]):
+            question = question[:start] + " " + question[end:]
+    return question
 
 
 def named_identifiers(question: str) -> tuple[set[str], set[str]]:
