@@ -250,7 +250,7 @@ def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
     assert not qa.fits_pattern("`rm_tree` deletes the", pattern) and not qa.fits_pattern("`evict` is [", pattern)
     assert re.fullmatch(pattern, "`evict` frees space: one shard at a time (see cache_limit)."), "a colon, brackets"
     for made_up in ("`evict` is shown in [3](https://github.com/x/y).", "`evict` see https://example.com/evict.",
-                    "`evict` supports **** and ***."):
+                    "`evict` supports **** and ***.", "`evict` is at https:\\#python\\ncombinatrix."):
         assert not re.fullmatch(pattern, made_up), "no link or emphasis: an invented source or an empty name"
     # One sentence per excerpt the model reads, each on its own line with names of its own excerpt.
     two = qa.answer_pattern([names, ["keep"]])
