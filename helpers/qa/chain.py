@@ -81,7 +81,7 @@ DEFAULT_NEW_TOKENS = 64
 # Nor may a sentence hold a link or emphasis: ``[`` ``]`` ``*`` or ``://``. Unchecked, the model wrote invented
 # sources ("[3](https://github.com/...)") and empty emphasis ("supports **** and ****") where it wanted a name it may
 # not put in backticks. Tuning half, model-text keyword rate the same with and without (0.536 base and finetuned).
-# Nor a backslash: on user-style questions it wrote escape sequences as text ("https:\\#python\\ncombinatrix\\n…");
+# Nor a backslash: on user-style questions it wrote escape sequences as text ("https:\#python\ncombinatrix\n…");
 # the rates on both tuning halves are the same without it, at the same speed.
 SENTENCE = r"(?:[^`\n.:*\[\]\\]|\.[^` \t\r\n.:*\[\]\\]|:[^/`\n.*\[\]\\])*\."
 # A docstring line without its quotes (a one-line docstring has them at both ends): compared with the summary shown.
