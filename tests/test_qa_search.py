@@ -124,6 +124,7 @@ def test_quoted_text_is_words_of_three_or_more() -> None:
         asked = "ValueError: When autoresume=True, the `run_name` must be specified" + tail
         assert quoted_words(asked) == [["when", "autoresume", "true", "the", "run", "name", "must", "be", "specified"]]
         assert "how do i set it?" in qa.unquoted(asked) and "autoresume" not in qa.unquoted(asked), asked
+        assert "ValueError" not in qa.unquoted(asked), "the class name is pasted too: every raise shares it"
     assert quoted_words("ValueError: Cache limit is too low. Increase `cache_limit`.") == [
         ["cache", "limit", "is", "too", "low", "increase", "cache", "limit"]], "its sentences open in capitals"
 

@@ -166,29 +166,29 @@ def _pasted(text: str) -> list[str]:
     return words if len(words) >= QUOTE_MIN_WORDS else []
 
 
-def _raised(question: str) -> list[tuple[int, int]]:
-    """Where the messages after ``SomethingError:`` are, as (start, end): each up to the end of its line or where
-    the user's own words begin (``_MESSAGE_END``)."""
+def _raised(question: str) -> list[tuple[int, int, int]]:
+    """Where the pasted ``SomethingError: message`` lines are, as (start of the class name, start of the message,
+    end): each up to the end of its line or where the user's own words begin (``_MESSAGE_END``)."""
     spans = []
     for m in _RAISED.finditer(question):
         end = _MESSAGE_END.search(m.group(1))
-        spans.append((m.start(1), m.start(1) + end.start() if end else m.end(1)))
+        spans.append((m.start(), m.start(1), m.start(1) + end.start() if end else m.end(1)))
     return spans
 
 
 def quoted_words(question: str) -> list[list[str]]:
     """The question's pasted text: its quoted spans, and the messages after ``SomethingError:`` (``_raised``), of
     ``QUOTE_MIN_WORDS`` words or more, each as lower-case words."""
-    texts = [text for _, text in _QUOTED.findall(question)] + [question[a:b] for a, b in _raised(question)]
+    texts = [text for _, text in _QUOTED.findall(question)] + [question[a:b] for _, a, b in _raised(question)]
     return [words for text in texts if (words := _pasted(text))]
 
 
 def unquoted(question: str) -> str:
     """The question without its pasted text (``quoted_words``): the words the user wrote themselves. Short quotes
-    (`max_duration`, '10ep') stay."""
+    (`max_duration`, '10ep') stay; a pasted error goes with its class name (every ``raise ValueError(`` shares it)."""
     question = _QUOTED.sub(lambda m: " " if _pasted(m.group(2)) else m.group(0), question)
-    for start, end in reversed(_raised(question)):
-        if _pasted(question[start:end]):
+    for start, message, end in reversed(_raised(question)):
+        if _pasted(question[message:end]):
             question = question[:start] + " " + question[end:]
     return question
 
