@@ -320,6 +320,11 @@ def test_a_statement_a_list_item_and_a_table_row_are_quoted_whole() -> None:
         (8, "| `io/mfu` | Only logged when the model has attribute `flops_per_batch`. |")]
     # What the model reads keeps single lines.
     assert "REQUESTER_PAYS" not in qa.excerpt(head, "It says not found for my requester pays bucket", lines=1)
+    # A sentence of a docstring's prose, to the line that ends it.
+    prose = ('def pack(rows):\n    """Pack rows.\n\n    Each row is padded to the longest row in the\n'
+             '    batch, so short rows waste memory. A second\n    sentence follows.\n    """\n')
+    assert qa.key_lines(qa.chunk_file("t", "t/pack.py", prose)[0], "Why do short rows waste memory?", 1) == [
+        (4, "Each row is padded to the longest row in the batch, so short rows waste memory. A second sentence follows.")]
 
 
 def test_a_line_declaring_a_name_the_question_uses_comes_first() -> None:

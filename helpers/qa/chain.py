@@ -97,6 +97,10 @@ BULLET = re.compile(r"^\s*(?:[*+\-\u2022]|\d{1,2}[.)]|#\.)\s+\S")
 # ("… provide the bucket name to the environment variable `MOSAICML_STREAMING_AWS_REQUESTER_PAYS`."). A longer one,
 # and a ``def``/``class`` header (one parameter a line), is quoted line by line.
 STATEMENT_LINES = 8
+# A sentence of a docstring's prose goes on over lines of the same indent: it is one unit up to this many lines, to
+# the line that ends it ("… we construct N distinct inputs per question. In order to ensure" / "… in the same batch.").
+PROSE_LINES = 3
+_SENTENCE_ENDS = (".", ":", ";", "!", "?")
 # A reStructuredText grid table's row ("| `throughput/device/mfu` | … Only logged when …") goes on over several lines
 # between its "+---+" rules; its cells are joined column by column into one unit (composer documents what each
 # callback logs so).
@@ -348,6 +352,13 @@ def _joined(parts: list[str]) -> str:
     return text
 
 
+def _prose(line: str) -> bool:
+    """A line of a docstring's running text: not blank, an entry, a list item, a table, a directive or a doctest."""
+    text = line.strip()
+    return bool(text) and not (ENTRY.match(line) or BULLET.match(line) or GRID_RULE.match(line) or
+                               _TRIPLE.search(line) or text.startswith(("..", ">>>", "|", "```")))
+
+
 def _grid_row(lines: list[str]) -> str:
     """The lines of one grid-table row as one line: each column's pieces joined, "| a | b |"."""
     columns: list[list[str]] = []
@@ -364,7 +375,8 @@ def _units(lines: list[str]) -> list[tuple[int, str]]:
     """The lines, stripped, by offset, with what is one fact joined into one unit: a docstring entry or list item
     with the more indented lines that go on with it ("cache_limit (…): Maximum size …", then "… Defaults to
     ``None``."), and a statement of code continued over open brackets (``_statement_end``), its string pieces merged
-    (``_joined``), and a grid-table row (``_grid_row``). Docstrings are told from code by their triple quotes, counted from the chunk's first line: in a
+    (``_joined``), a grid-table row (``_grid_row``), and a sentence of a docstring's prose to the line that ends it
+    (``PROSE_LINES`` at most). Docstrings are told from code by their triple quotes, counted from the chunk's first line: in a
     window that starts inside one, code may be taken for text (and left line by line) until the quotes close."""
     units = []
     offset = 0
@@ -383,6 +395,10 @@ def _units(lines: list[str]) -> list[tuple[int, str]]:
         if (entry and (entry.group(1) or not line.rstrip().endswith(ENTRY_NOT_ENDS))) or \
                 ((in_text or opens_text) and BULLET.match(line)):
             while nxt < len(lines) and lines[nxt].strip() and _indent(lines[nxt]) > _indent(line):
+                nxt += 1
+        elif in_text and not opens_text and _prose(line):
+            while nxt - offset < PROSE_LINES and not lines[nxt - 1].rstrip().endswith(_SENTENCE_ENDS) and \
+                    nxt < len(lines) and _prose(lines[nxt]) and _indent(lines[nxt]) == _indent(line):
                 nxt += 1
         elif not (in_text or opens_text or GRID_RULE.match(line) or
                   line.lstrip().startswith(("def ", "class ", "async def ", "@"))):
