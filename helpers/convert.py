@@ -21,7 +21,7 @@ from helpers import models, runs
 from helpers.config import WorkshopConfig
 from helpers.constants import FINETUNED_MODEL, NOTEBOOKS, READY_MARKER, run_first
 from helpers.errors import CheckpointError, ConfigError
-from helpers.files import staged_dir, write_json
+from helpers.files import read_json, staged_dir, write_json
 from helpers.finetune import DEFAULT_RUN_NAME, checkpoint_folder, latest_checkpoint, perplexity
 from helpers.models import finetuned_dir, is_ready
 
@@ -92,7 +92,8 @@ def composer_to_hf(checkpoint: str | Path, output: Path, progress: bool = True) 
     """Convert one Composer checkpoint into a Hugging Face folder at ``output`` (temp folder, then rename).
 
     The checkpoint is first loaded with the restricted loader (nothing in it can run); the folder gets a
-    generation setup for answering, not training: KV cache on, EOS and padding from the tokenizer.
+    generation setup for answering, not training: KV cache on, EOS and padding from the tokenizer, and a tokenizer
+    whose longest input is the model's context rather than the training length.
     """
     from composer.models import write_huggingface_pretrained_from_composer_checkpoint
     from tqdm.auto import tqdm
@@ -128,6 +129,13 @@ def composer_to_hf(checkpoint: str | Path, output: Path, progress: bool = True) 
         model.generation_config.bos_token_id = None
         (tmp / "pytorch_model.bin").unlink(missing_ok=True)
         model.save_pretrained(tmp, safe_serialization=True)
+        # Training set the tokenizer's longest input to max_seq_len (128): every prompt longer than that printed
+        # "Token indices sequence length is longer than the specified maximum …", though the model takes its whole
+        # context. Only this key changes; the tokenizer files (and so its chat template) stay as trained.
+        tokenizer_config = read_json(tmp / "tokenizer_config.json")
+        if isinstance(tokenizer_config, dict):
+            tokenizer_config["model_max_length"] = int(model.config.max_position_embeddings)
+            write_json(tmp / "tokenizer_config.json", tokenizer_config)
         steps.update()
         steps.set_postfix_str("finishing")
         write_json(tmp / READY_MARKER, {"checkpoint": str(checkpoint), "seconds": time.perf_counter() - start})

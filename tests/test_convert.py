@@ -40,6 +40,9 @@ def test_checkpoint_converts_to_a_folder_that_loads_and_generates(tiny_cfg, tiny
     generation = json.loads((folder / "generation_config.json").read_text())
     assert config["use_cache"] is True and generation.get("use_cache", True) is True
     assert generation["eos_token_id"] == tokenizer.eos_token_id and generation.get("bos_token_id") is None
+    # Training cut inputs at max_seq_len and its tokenizer says so; answering reads ~410-token prompts, and a tokenizer
+    # limited to the training length warns on each ("Token indices sequence length is longer than …").
+    assert tokenizer.model_max_length == config["max_position_embeddings"] > 1024, tokenizer.model_max_length
     answers = convert.generate(folder, convert.QUESTIONS[:1], max_new_tokens=12, engine="transformers")
     assert len(answers) == 1 and answers[0].strip()
 
