@@ -264,9 +264,10 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
     count more than shared common ones. With ``entries``, what is one fact is one line here (``_units``): a
     docstring entry or list item that goes on over more indented lines ("cache_limit (int, optional): Maximum size
     …", then "… Defaults to ``None``."), so the default comes with the name; a statement continued over open
-    brackets, so a raised message comes with its last piece; a grid-table row. A line that declares a name the
-    question uses (``DECLARES``: a parameter with its default, its entry) counts that name again. A line whose text
-    is already in ``shown`` (e.g. the docstring summary printed above it) is passed over for the next best.
+    brackets, so a raised message comes with its last piece; a grid-table row; a prose sentence. A line that
+    declares a name the question uses (``DECLARES``: a parameter with its default, its entry) counts that name
+    again. A line whose text is already in ``shown`` (e.g. the docstring summary printed above it) is passed over
+    for the next best.
     """
     wanted = set(code_tokens(question))
     # Words the user wrote themselves, less the chunk's own name (every line of StreamingDataset is about it).
@@ -376,8 +377,8 @@ def _units(lines: list[str]) -> list[tuple[int, str]]:
     with the more indented lines that go on with it ("cache_limit (…): Maximum size …", then "… Defaults to
     ``None``."), and a statement of code continued over open brackets (``_statement_end``), its string pieces merged
     (``_joined``), a grid-table row (``_grid_row``), and a sentence of a docstring's prose to the line that ends it
-    (``PROSE_LINES`` at most). Docstrings are told from code by their triple quotes, counted from the chunk's first line: in a
-    window that starts inside one, code may be taken for text (and left line by line) until the quotes close."""
+    (``PROSE_LINES`` at most). Docstrings are told from code by their triple quotes, counted from the chunk's first
+    line: in a window that starts inside one, code may be taken for text (and left line by line) until they close."""
     units = []
     offset = 0
     in_text = False  # inside a triple-quoted string
