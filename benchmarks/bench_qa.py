@@ -46,7 +46,8 @@ def main() -> int:
         print(f"embedder ready (export or load): {time.perf_counter() - t0:.1f} s")
         shutil.rmtree(cfg.index_dir, ignore_errors=True)
         stats = qa.build_index(cfg, records, progress=False)
-        print(f"full index build: {stats.seconds:.1f} s for {stats.files} files ({mb:.1f} MB), {stats.chunks} chunks")
+        print(f"full index build: {stats.seconds:.1f} s for {stats.files} files ({mb:.1f} MB), {stats.chunks} chunks "
+              f"and {stats.settings} documented settings")
 
         target = next(r for r in records if r.path.endswith(".py") and r.lines > 200)
         original = target.text_file.read_bytes()
@@ -54,7 +55,8 @@ def main() -> int:
             target.text_file.write_text(original.decode() + '\n\ndef bench_added():\n    """Added by the benchmark."""\n')
             inc = qa.build_index(cfg, records, progress=False)
             print(f"rebuild after one file changes ({target.path}): {inc.seconds:.2f} s "
-                  f"({inc.embedded} chunks embedded, {inc.reused} reused)")
+                  f"({inc.embedded} chunks embedded, {inc.reused} reused; "
+                  f"{inc.settings_embedded} settings embedded)")
         finally:
             target.text_file.write_bytes(original)
             qa.build_index(cfg, records, progress=False)

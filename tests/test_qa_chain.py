@@ -293,6 +293,25 @@ def test_a_docstring_entry_is_quoted_whole_with_its_default() -> None:
         (11, "self.limit: int = min(cache_limit, disk_free(local))")]
 
 
+def test_a_setting_found_by_meaning_is_quoted_as_well() -> None:
+    """A documented setting that search matched by meaning (``Hit.lines``) is quoted beside the lines that share
+    the question's words, even when it shares none; the others stay as they were."""
+    source = ('class ShardCache:\n    """Keep downloaded shards on local disk.\n\n    Args:\n'
+              '        cache_limit (int, optional): Maximum size in bytes of the local shard cache.\n'
+              '        keep_zip (bool): Whether compressed originals stay beside the decompressed files.\n'
+              '        local (str): Where the shards go on disk.\n    """\n')
+    head = qa.chunk_file("t", "t/cache.py", source)[0]
+    question = "Can I save disk space by deleting archives once unpacked?"
+    plain = qa.key_lines(head, question, 1)
+    assert all("keep_zip" not in text for _, text in plain), "the words alone do not find it"
+    found = qa.key_lines(head, question, 1, found=(6,))
+    assert found == sorted([*plain, (6, "keep_zip (bool): Whether compressed originals stay beside the "
+                                        "decompressed files.")])
+    hit = qa.Hit(head, 1.0, (6,))
+    assert "t/cache.py:6: keep_zip (bool)" in qa.lead_sentence([hit], question)
+    assert "keep_zip" not in qa.lead_sentence([qa.Hit(head, 1.0)], question)
+
+
 def test_a_statement_a_list_item_and_a_table_row_are_quoted_whole() -> None:
     """The fact is often in the last piece: a message built from strings over lines, a tip's second line, a table
     cell's third line. Each is one quoted unit at its first line; a def header stays one parameter a line."""

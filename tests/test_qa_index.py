@@ -17,7 +17,7 @@ from tests.corpus import CONFIG, DOWNLOADER, README, write_corpus
 def test_index_is_pickle_free_and_loads(tiny_index) -> None:
     cfg, records, stats = tiny_index
     assert stats.files == len(records) and stats.embedded == stats.chunks > 0 and stats.reused == 0
-    assert sorted(p.name for p in cfg.index_dir.iterdir()) == sorted([qa.INDEX_FILE, qa.META_FILE])
+    assert sorted(p.name for p in cfg.index_dir.iterdir()) == sorted([qa.INDEX_FILE, qa.META_FILE, qa.SETTINGS_FILE])
     assert not [p for p in cfg.work_dir.iterdir() if p.name.startswith(".tmp-")], "staging folder left behind"
     con = sqlite3.connect(cfg.index_dir / qa.META_FILE)
     assert con.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == stats.chunks

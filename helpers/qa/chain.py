@@ -256,7 +256,7 @@ def build_messages(question: str, hits: list[Hit], tokenizer: Any, context_token
 
 def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
               weight: Callable[[str], float] | None = None, shown: str = "",
-              entries: bool = True) -> list[tuple[int, str]]:
+              entries: bool = True, found: tuple[int, ...] = ()) -> list[tuple[int, str]]:
     """The ``n`` lines of a chunk that share the most (rare) words with the question, as (line number, text).
 
     These are usually the signature or the docstring lines that hold the asked-for fact: a parameter, a default,
@@ -267,7 +267,8 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
     brackets, so a raised message comes with its last piece; a grid-table row; a prose sentence. A line that
     declares a name the question uses (``DECLARES``: a parameter with its default, its entry) counts that name
     again. A line whose text is already in ``shown`` (e.g. the docstring summary printed above it) is passed over
-    for the next best.
+    for the next best. The lines of ``found`` (a documented setting that search matched by meaning, ``Hit.lines``)
+    are quoted as well, whatever words they share.
     """
     wanted = set(code_tokens(question))
     # Words the user wrote themselves, less the chunk's own name (every line of StreamingDataset is about it).
@@ -275,7 +276,7 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
                                  unquoted(question), flags=re.I)))
     weight = weight or (lambda token: 1.0)
     named = {name.split(".")[-1] for name in named_identifiers(unquoted(question))[0]}
-    scored = []
+    scored, extra = [], []
     lines = chunk.text.splitlines()
     for offset, text in _units(lines) if entries else enumerate(line.strip() for line in lines):
         if len(text) < 12 or text.startswith(("#!", "import ", "from ", "```")) or \
@@ -287,9 +288,12 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
         declared = DECLARES.match(text)
         if declared and declared.group(1) in named:
             score += DECLARED_BONUS * sum(weight(t) for t in set(code_tokens(declared.group(1))))
-        if score > 0:
+        if chunk.start_line + offset in found:
+            extra.append((score, -offset, chunk.start_line + offset, text))
+        elif score > 0:
             scored.append((score, -offset, chunk.start_line + offset, text))
     best = sorted(scored, reverse=True)[:n]
+    best += extra if n else []
     return [(line_no, _cut(text)) for _, _, line_no, text in sorted(best, key=lambda item: item[2])]
 
 
@@ -412,9 +416,10 @@ def _units(lines: list[str]) -> list[tuple[int, str]]:
 
 
 def _quotes(chunk: Chunk, question: str, n: int, weight: Callable[[str], float] | None, skip: str = "",
-            indent: str = "") -> str:
-    """The chunk's ``n`` lines that best match the question, each quoted with its ``path:line``."""
-    lines = key_lines(chunk, question, n, weight, shown=skip) if question and n else []
+            indent: str = "", found: tuple[int, ...] = ()) -> str:
+    """The chunk's ``n`` lines that best match the question (``found`` among them), each quoted with its
+    ``path:line``."""
+    lines = key_lines(chunk, question, n, weight, shown=skip, found=found) if question and n else []
     return "".join(f"{indent}> {chunk.line_citation(line_no)}: {defuse(text)}\n" for line_no, text in lines)
 
 
@@ -426,7 +431,7 @@ def lead_sentence(hits: list[Hit], question: str = "", weight: Callable[[str], f
     c = hits[0].chunk
     summary = defuse(c.docstring_summary())
     lead = f"`{defuse(c.name)}` ({c.citation})" + (f": {summary}." if summary else ".") + "\n"
-    return lead + _quotes(c, question, QUOTE_LINES, weight, skip=summary)
+    return lead + _quotes(c, question, QUOTE_LINES, weight, skip=summary, found=hits[0].lines)
 
 
 def see_also(hits: list[Hit], question: str = "", weight: Callable[[str], float] | None = None, n: int = SEE_ALSO,
@@ -442,7 +447,7 @@ def see_also(hits: list[Hit], question: str = "", weight: Callable[[str], float]
         seen.add((c.path, c.name))
         summary = defuse(c.docstring_summary())
         item = f"- `{defuse(c.name)}` ({c.citation})" + (f": {summary}." if summary else "") + "\n"
-        items.append(item + _quotes(c, question, lines, weight, skip=summary, indent="  "))
+        items.append(item + _quotes(c, question, lines, weight, skip=summary, indent="  ", found=h.lines))
     return ("See also:\n" + "".join(items)).rstrip() if items else ""
 
 
@@ -544,7 +549,7 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
                 "model_text": model_text}
 
     def cited(inputs: dict) -> list[Hit]:
-        return [Hit(index.whole(h.chunk), h.score) for h in inputs["hits"]]
+        return [Hit(index.whole(h.chunk), h.score, h.lines) for h in inputs["hits"]]
 
     return (RunnablePassthrough.assign(hits=RunnableLambda(retrieve))
             | RunnablePassthrough.assign(cited=RunnableLambda(cited))

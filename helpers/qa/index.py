@@ -1,4 +1,4 @@
-"""The search index on disk: a FAISS file of chunk vectors plus a SQLite table of the chunks, no pickle.
+"""The search index on disk: FAISS files of chunk and setting vectors plus SQLite tables of both, no pickle.
 
 ``build_index`` chunks every file of step 1, embeds the chunks and writes ``<work_dir>/index/``; a rebuild
 re-embeds only files whose content hash changed. ``load_index`` reads it back and checks that it was built
@@ -23,10 +23,24 @@ from helpers.constants import run_first
 from helpers.errors import QAError
 from helpers.files import staged_dir
 from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, file_hash
+from helpers.qa.documented import passage_text, setting_passages
 from helpers.qa.embedding import Embedder, embedder
 
 INDEX_FILE = "faiss.index"
 META_FILE = "chunks.sqlite"
+SETTINGS_FILE = "settings.index"  # one vector per documented setting (``documented``), rows of the settings table
+SETTINGS_VERSION = 1
+
+
+@dataclass
+class Settings:
+    """The documented settings of an index: for each, the row of the chunk holding it, its line and the text the
+    embedder read, and their vectors (a FAISS index; all zeros until a lexical-first build is embedded)."""
+
+    rows: list[int]
+    lines: list[int]
+    texts: list[str]
+    vectors: Any
 
 
 @dataclass
@@ -39,6 +53,8 @@ class BuildStats:
     reused: int
     removed_files: int
     seconds: float
+    settings: int = 0  # documented settings in the index (``documented``)
+    settings_embedded: int = 0  # of them embedded now (the others' files were unchanged)
 
 
 def _read_meta(folder: Path) -> tuple[dict[str, str], list[Chunk]]:
@@ -53,7 +69,17 @@ def _read_meta(folder: Path) -> tuple[dict[str, str], list[Chunk]]:
     return info, chunks
 
 
-def _write_meta(path: Path, info: dict[str, str], chunks: list[Chunk]) -> None:
+def _read_settings(folder: Path) -> tuple[list[int], list[int], list[str]]:
+    con = sqlite3.connect(f"file:{folder / META_FILE}?mode=ro", uri=True)
+    try:
+        found = list(con.execute("SELECT chunk_row, line, text FROM settings ORDER BY row"))
+    finally:
+        con.close()
+    return [r[0] for r in found], [r[1] for r in found], [r[2] for r in found]
+
+
+def _write_meta(path: Path, info: dict[str, str], chunks: list[Chunk],
+                settings: list[tuple[int, int, str]]) -> None:
     con = sqlite3.connect(path)
     try:
         con.execute("CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT)")
@@ -63,6 +89,8 @@ def _write_meta(path: Path, info: dict[str, str], chunks: list[Chunk]) -> None:
         con.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [(i, c.source, c.path, c.start_line, c.end_line, c.symbol, c.kind, c.text, c.file_hash)
                          for i, c in enumerate(chunks)])
+        con.execute("CREATE TABLE settings (row INTEGER PRIMARY KEY, chunk_row INTEGER, line INTEGER, text TEXT)")
+        con.executemany("INSERT INTO settings VALUES (?, ?, ?, ?)", [(i, *row) for i, row in enumerate(settings)])
         con.commit()
     finally:
         con.close()
@@ -71,7 +99,7 @@ def _write_meta(path: Path, info: dict[str, str], chunks: list[Chunk]) -> None:
 def index_info(cfg: WorkshopConfig, emb: Embedder) -> dict[str, str]:
     """What an index was built with; an index whose info differs is rebuilt from scratch."""
     return {"embedding_model": cfg.embedding_model, "embedder": emb.signature,
-            "chunker_version": str(CHUNKER_VERSION)}
+            "chunker_version": str(CHUNKER_VERSION), "settings_version": str(SETTINGS_VERSION)}
 
 
 def _read_faiss(path: Path) -> Any:
@@ -106,6 +134,22 @@ def load_index(cfg: WorkshopConfig, emb: Embedder | None = None) -> tuple[list[C
     return chunks, index
 
 
+def load_settings(cfg: WorkshopConfig, chunks: list[Chunk]) -> Settings:
+    """The documented settings of the index in ``cfg.index_dir`` (``load_index`` checked it was built this way);
+    rows that do not fit ``chunks`` raise QAError."""
+    folder = cfg.index_dir
+    try:
+        rows, lines, texts = _read_settings(folder)
+    except sqlite3.DatabaseError as err:
+        raise QAError(f"{folder / META_FILE} has no readable settings table ({err}); rebuild it with "
+                      "qa.build_index(cfg).") from None
+    vectors = _read_faiss(folder / SETTINGS_FILE)
+    if vectors.ntotal != len(rows) or any(not 0 <= r < len(chunks) for r in rows):
+        raise QAError(f"{folder}: {vectors.ntotal} setting vectors for {len(rows)} settings of {len(chunks)} chunks "
+                      "does not match; rebuild it with qa.build_index(cfg).")
+    return Settings(rows, lines, texts, vectors)
+
+
 def _vectors(faiss_index: Any) -> np.ndarray:
     return faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else np.zeros((0, faiss_index.d),
                                                                                               dtype="float32")
@@ -117,12 +161,19 @@ def missing_vectors(faiss_index: Any, vectors: np.ndarray | None = None) -> np.n
     return ~np.abs(_vectors(faiss_index) if vectors is None else vectors).any(axis=1)
 
 
-def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str], list[tuple[Chunk, int]]], Any]:
-    """Chunks and vectors of the index already on disk, by file, when it was built the same way; else nothing."""
+def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str], list[tuple[Chunk, int]]], Any,
+                                                             dict[tuple[str, str, str], np.ndarray]]:
+    """Chunks and vectors of the index already on disk, by file, when it was built the same way, and the vectors of
+    its settings by (source, path, text); else nothing."""
     try:
         chunks, index = load_index(cfg, emb)
+        settings = load_settings(cfg, chunks)
     except (QAError, FileNotFoundError):  # FileNotFoundError: another build swapped the folder while it was read
-        return {}, None  # missing, unreadable or foreign: rebuild from scratch
+        return {}, None, {}  # missing, unreadable or foreign: rebuild from scratch
+    setting_vectors = _vectors(settings.vectors)
+    embedded = ~missing_vectors(settings.vectors, setting_vectors)
+    old_settings = {(chunks[row].source, chunks[row].path, text): setting_vectors[i]
+                    for i, (row, text) in enumerate(zip(settings.rows, settings.texts, strict=True)) if embedded[i]}
     vectors = _vectors(index)
     missing = missing_vectors(index, vectors)
     by_file: dict[tuple[str, str], list[tuple[Chunk, int]]] = {}
@@ -130,7 +181,7 @@ def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str],
         by_file.setdefault((c.source, c.path), []).append((c, row))
     # A file written by a lexical-first build has no vectors yet: it is embedded now, like a changed file.
     by_file = {key: rows for key, rows in by_file.items() if not any(missing[r] for _, r in rows)}
-    return by_file, vectors
+    return by_file, vectors, old_settings
 
 
 def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None = None,
@@ -149,7 +200,7 @@ def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None 
     if not records:
         raise QAError(f"no source files to index in {cfg.retrieval_data_dir}: {run_first(1)}.")
     emb = embedder(cfg)
-    old_chunks, old_vectors = _previous(cfg, emb)
+    old_chunks, old_vectors, old_settings = _previous(cfg, emb)
 
     kept: list[Chunk] = []
     kept_rows: list[int] = []
@@ -176,10 +227,28 @@ def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None 
         with tqdm(total=len(fresh), desc="Embedding chunks", unit="chunk", disable=not progress) as bar:
             vectors[len(kept):] = emb.embed([c.dense_text for c in fresh], on_progress=bar.update)
 
+    # Each documented setting gets a vector of its own (``documented``): reused when its file's text is unchanged.
+    passages = [(row, doc.line, passage_text(all_chunks[row], doc)) for row, doc in setting_passages(all_chunks)]
+    setting_vectors = np.zeros((len(passages), emb.dimension), dtype="float32")
+    new = []
+    for i, (row, _, text) in enumerate(passages):
+        old = old_settings.get((all_chunks[row].source, all_chunks[row].path, text))
+        if old is not None and row < len(kept):
+            setting_vectors[i] = old
+        else:
+            new.append(i)
+    if new and embed:
+        with tqdm(total=len(new), desc="Embedding settings", unit="setting", disable=not progress) as bar:
+            setting_vectors[new] = emb.embed([passages[i][2] for i in new], on_progress=bar.update)
+
     index = faiss.IndexFlatIP(emb.dimension)
     index.add(vectors)
+    settings = faiss.IndexFlatIP(emb.dimension)
+    settings.add(setting_vectors)
     with staged_dir(cfg.index_dir) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
-        _write_meta(tmp / META_FILE, index_info(cfg, emb), all_chunks)
+        faiss.write_index(settings, str(tmp / SETTINGS_FILE))
+        _write_meta(tmp / META_FILE, index_info(cfg, emb), all_chunks, passages)
     return BuildStats(files=len(seen_files), chunks=len(all_chunks), embedded=len(fresh) if embed else 0, reused=len(kept),
-                      removed_files=len(set(old_chunks) - seen_files), seconds=round(time.perf_counter() - start, 2))
+                      removed_files=len(set(old_chunks) - seen_files), seconds=round(time.perf_counter() - start, 2),
+                      settings=len(passages), settings_embedded=len(new) if embed else 0)

@@ -6,8 +6,9 @@ rankings by reciprocal rank fusion. Four more rankings join hybrid and BM25 sear
 need: quoted text (a pasted error message) adds the candidates that hold its runs of words in order, a name of the
 code (``MDSWriter``, ``Trainer.fit``, ``cache_limit``) adds the chunks that define or declare it, a pasted
 traceback adds the chunks its frames point at, and a kind of class asked for ("Which callback …") adds the
-candidate classes of that kind. Words the index does not know are first corrected to indexed words
-one edit away (``spelling``).
+candidate classes of that kind. In hybrid search the documented settings closest in meaning to the question
+(``documented``: each ``Args:`` entry has a vector of its own) add the chunks that hold them. Words the index does
+not know are first corrected to indexed words one edit away (``spelling``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from helpers.errors import QAError
 from helpers.pysource import declared_names
 from helpers.qa.chunking import Chunk, whole_definitions
 from helpers.qa.embedding import embedder
-from helpers.qa.index import load_index, missing_vectors
+from helpers.qa.index import Settings, load_index, load_settings, missing_vectors
 from helpers.qa.spelling import correct
 
 MODES = ("hybrid", "dense", "bm25")
@@ -117,6 +118,10 @@ NOT_KINDS = frozenset({"object", "module", "enum", "abc", "protocol", "generic",
 # do I extend", "a custom device class") and never tuned on, weight 0 -> 1.0: recall@1 4 -> 11 of 12, recall@5 9 -> 12,
 # MRR 0.50 -> 0.94. The hand-written held-out half has no such question (unchanged).
 BASE_WEIGHT = 1.0
+# A documented setting's own vector (its docstring entry, ``documented``) close to the question: the chunk holding it.
+SETTING_WEIGHT = 0.5
+SETTING_POOL = 4  # settings read per chunk wanted (several settings of one chunk count once)
+SETTING_QUOTED = 3  # the best chunks of that ranking keep the line of their setting: the answer quotes it
 _BASE_ASKED = re.compile(r"\b(?:custom|own)\s+([a-z]+)", re.I)
 _KIND_ASKED = re.compile(r"\b(?:which|what|whichever|is there an?|are there(?: any)?)\s+((?:[a-z]+[ -])?[a-z]+)", re.I)
 _CLASS_HEAD = re.compile(r"^\s*class\s+(\w+)\s*(?:\(([^)]*)\))?\s*:", re.M)
@@ -285,6 +290,7 @@ class Hit:
 
     chunk: Chunk
     score: float
+    lines: tuple[int, ...] = ()  # lines a ranking found on their own: the entry of a documented setting it matched
 
 
 def check_search(k: Any, mode: Any) -> tuple[int, str]:
@@ -299,9 +305,10 @@ def check_search(k: Any, mode: Any) -> tuple[int, str]:
 class CodeIndex:
     """A loaded index: the chunks, LangChain's FAISS store for dense search, and a BM25 index for lexical search."""
 
-    def __init__(self, cfg: WorkshopConfig, chunks: list[Chunk], faiss_index: Any):
+    def __init__(self, cfg: WorkshopConfig, chunks: list[Chunk], faiss_index: Any, documented: Settings | None = None):
         self.cfg = cfg
         self.chunks = chunks
+        self.documented = documented
         ids = [str(i) for i in range(len(chunks))]
         docs = {i: Document(page_content=c.search_text, metadata={"row": int(i)}, id=i) for i, c in zip(ids, chunks, strict=False)}
         self.store = FAISS(embedder(cfg), faiss_index, InMemoryDocstore(docs), dict(enumerate(ids)),
@@ -326,13 +333,15 @@ class CodeIndex:
         self.traceback_weight = TRACEBACK_WEIGHT
         self.kind_weight = KIND_WEIGHT
         self.base_weight = BASE_WEIGHT
+        self.setting_weight = SETTING_WEIGHT
         # Chunks without a vector yet (a lexical-first build, see build_index): hybrid search uses BM25 alone.
         self.pending = int(missing_vectors(faiss_index).sum())
 
     @classmethod
     def load(cls, cfg: WorkshopConfig) -> CodeIndex:
         """Open ``cfg.index_dir``; a missing, foreign or damaged index raises QAError with the fix."""
-        return cls(cfg, *load_index(cfg))
+        chunks, faiss_index = load_index(cfg)
+        return cls(cfg, chunks, faiss_index, load_settings(cfg, chunks))
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -515,6 +524,22 @@ class CodeIndex:
                 found.setdefault(id(c), c)
         return [Hit(c, 1.0) for c in found.values()]
 
+    def settings(self, question: str, n: int) -> list[Hit]:
+        """The chunks holding the documented settings (``documented``) closest in meaning to ``question``, best
+        first (score: the setting's cosine), at most ``n``; none before the settings are embedded."""
+        found: dict[int, Hit] = {}
+        vectors = self.documented.vectors if self.documented else None
+        if vectors is None or not vectors.ntotal or self.pending:
+            return []
+        query = np.asarray([embedder(self.cfg).embed_query(question)], dtype="float32")
+        scores, rows = vectors.search(query, min(vectors.ntotal, SETTING_POOL * n))
+        for score, i in zip(scores[0], rows[0], strict=True):
+            if i < 0 or len(found) == n:
+                break
+            chunk = self.chunks[self.documented.rows[i]]
+            found.setdefault(id(chunk), Hit(chunk, float(score), (self.documented.lines[i],)))
+        return list(found.values())
+
     def token_weight(self, token: str) -> float:
         """How rare a word is in the index (BM25's idf; 0 for words in nearly every chunk or in none)."""
         return max(0.0, float(self._bm25_index().idf.get(token, 0.0)))
@@ -577,7 +602,9 @@ class CodeIndex:
         name of the code the chunks that define or declare it (``defined``, ``self.defined_weight``), and a pasted
         traceback the chunks its frames point at (``traced``, ``self.traceback_weight``), and a kind of class asked for
         ("Which callback …") the candidate classes of that kind (``of_kind``, ``self.kind_weight``), and a custom thing
-        asked for ("a custom callback") the classes to subclass (``bases``, ``self.base_weight``). Chunks from tests
+        asked for ("a custom callback") the classes to subclass (``bases``, ``self.base_weight``); in hybrid search,
+        the documented settings closest in meaning add the chunks holding them (``settings``,
+        ``self.setting_weight``), and the best of those hits carry the setting's line (``Hit.lines``). Chunks from tests
         and examples count ``self.test_weight`` times as much as library code (a preference, not a filter:
         a question about a test still finds it), since "how do I…" is usually answered by the library itself.
         At most ``per_file`` (default ``self.per_file``; 0 for no limit) chunks come from one file, its best ones,
@@ -603,9 +630,10 @@ class CodeIndex:
             rankings["traceback"] = [self.traced(question)]
             rankings["kind"] = [self.of_kind(spelled, candidates)]
             rankings["base"] = [self.bases(spelled)]
+            rankings["setting"] = [self.settings(spelled, pool)] if self.setting_weight and dense else []
         weights = {"dense": self.weights[0], "bm25": self.weights[1], "quote": self.quote_weight,
                    "defined": self.defined_weight, "traceback": self.traceback_weight, "kind": self.kind_weight,
-                   "base": self.base_weight}
+                   "base": self.base_weight, "setting": self.setting_weight}
         fused: dict[int, float] = {}
         chunk_of: dict[int, Chunk] = {}
         for name, lists in rankings.items():
@@ -623,6 +651,7 @@ class CodeIndex:
         # Of equal scores, a chunk that defines a name the question uses comes first ("How do I use
         # StreamingDataset?": the class and a chunk that only uses it both scored 0.375).
         named = {id(h.chunk) for hits in rankings.get("defined", []) for h in hits}
+        lines = {id(h.chunk): h.lines for hits in rankings.get("setting", []) for h in hits[:SETTING_QUOTED]}
         for key in sorted(fused, key=lambda key: (-round(fused[key], 9), key not in named)):
             where = _file_of(chunk_of[key])
             if taken.get(where, 0) < limit:
@@ -630,7 +659,7 @@ class CodeIndex:
                 best.append(key)
                 if len(best) == k:
                     break
-        return [Hit(chunk_of[key], fused[key]) for key in best]
+        return [Hit(chunk_of[key], fused[key], lines.get(key, ())) for key in best]
 
 
 def _places(hits: list[Hit]) -> dict[int, int]:
