@@ -59,6 +59,9 @@ def documented_settings(lines: Iterable[tuple[int, str]]) -> list[Documented]:
     i = 0
     while i < len(rows):
         number, text = rows[i]
+        if ":" not in text:  # neither a section heading nor a :param line (most lines: a third of the time)
+            i += 1
+            continue
         rest = _REST.match(text)
         if rest:
             more, i = _continued(rows, i + 1, len(rest.group(1)))

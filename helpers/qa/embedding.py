@@ -64,32 +64,35 @@ class _OpenVINOEncoder:
         self.dimension = int(self.model.output(0).get_partial_shape()[2].get_length())
         self.max_tokens = max_tokens
 
-    def token_ids(self, texts: list[str]) -> list[list[int]]:
+    def token_ids(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
         """Each text's first ``max_tokens`` word-piece ids, as the tokenizer gives them for the whole text.
 
         A chunk of ~1,000 characters keeps only its first 64 pieces, so each text is first tokenized up to the last
         whitespace before ``PREFIX_CHARS`` characters a piece (the words before a space split the same alone); only
-        a text whose prefix gives fewer pieces is tokenized whole. Half the tokenizer's time on the corpus."""
-        limit = self.max_tokens * PREFIX_CHARS
+        a text whose prefix gives fewer pieces is tokenized whole. Half the tokenizer's time on the corpus.
+        ``max_tokens``: fewer pieces than the encoder's own limit (never more)."""
+        max_tokens = min(max_tokens or self.max_tokens, self.max_tokens)
+        limit = max_tokens * PREFIX_CHARS
         heads = []
         for text in texts:
             cut = max(text.rfind(" ", 0, limit), text.rfind("\n", 0, limit), text.rfind("\t", 0, limit))
             heads.append(text[:cut] if len(text) > limit and cut > 0 else text)
-        ids = self.tokenizer(heads, truncation=True, max_length=self.max_tokens)["input_ids"]
-        short = [i for i, (head, text) in enumerate(zip(heads, texts, strict=True)) if len(ids[i]) < self.max_tokens and
+        ids = self.tokenizer(heads, truncation=True, max_length=max_tokens)["input_ids"]
+        short = [i for i, (head, text) in enumerate(zip(heads, texts, strict=True)) if len(ids[i]) < max_tokens and
                  len(head) < len(text)]
         if short:
-            again = self.tokenizer([texts[i] for i in short], truncation=True, max_length=self.max_tokens)["input_ids"]
+            again = self.tokenizer([texts[i] for i in short], truncation=True, max_length=max_tokens)["input_ids"]
             for i, row in zip(short, again, strict=True):
                 ids[i] = row
         return ids
 
-    def encode(self, texts: list[str], on_progress: Callable[[int], object] | None = None) -> np.ndarray:
+    def encode(self, texts: list[str], on_progress: Callable[[int], object] | None = None,
+               max_tokens: int | None = None) -> np.ndarray:
         import openvino as ov
 
         if not texts:
             return np.zeros((0, self.dimension), dtype="float32")
-        ids = self.token_ids(texts)
+        ids = self.token_ids(texts, max_tokens)
         lengths = np.array([len(x) for x in ids])
         order = np.argsort(lengths, kind="stable")
         out = np.zeros((len(texts), self.dimension), dtype="float32")
@@ -157,11 +160,13 @@ class Embedder(Embeddings):
         self._queries: dict[str, list[float]] = {}
         self._words: frozenset[str] | None = None
 
-    def embed(self, texts: list[str], on_progress: Callable[[int], object] | None = None) -> np.ndarray:
-        """Normalized float32 vectors for ``texts`` (in their order), batched by length."""
+    def embed(self, texts: list[str], on_progress: Callable[[int], object] | None = None,
+              max_tokens: int | None = None) -> np.ndarray:
+        """Normalized float32 vectors for ``texts`` (in their order), batched by length; ``max_tokens``: read fewer
+        word pieces of each than the embedder's own limit (OpenVINO; PyTorch reads its own limit)."""
         if isinstance(self._model, _OpenVINOEncoder):
             with self._lock:
-                return self._model.encode(texts, on_progress)
+                return self._model.encode(texts, on_progress, max_tokens)
         out = np.zeros((len(texts), self.dimension), dtype="float32")
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for b in range(0, len(order), TORCH_BATCH * 4):  # progress every four batches
