@@ -38,6 +38,27 @@ def test_long_functions_are_split_and_bad_python_falls_back_to_windows() -> None
     assert broken and all(c.kind == "text" for c in broken)
 
 
+def test_summaries_come_from_the_whole_file() -> None:
+    # Each summary is read when the file is parsed (not by parsing each chunk again); a definition cut into
+    # windows has none in any window, whether its first window parses alone (pack) or not (build).
+    steps = "\n".join(f"    step_{i} = {i}" for i in range(70))
+    call = "\n".join(f"        arg_{i}={i}," for i in range(80))
+    source = (f'"""Tools for shards."""\n\nimport os\n\n\ndef pack(shards):\n    """Pack the shards into one file."""\n'
+              f'{steps}\n\n\ndef build():\n    """Build it."""\n    return make(\n{call}\n    )\n\n\n'
+              f'class Box:\n    """A box of shards.\n\n    More words.\n    """\n\n    size = 3\n')
+    chunks = qa.chunk_file("s", "pkg/tools.py", source)
+    assert all(c.summary is not None for c in chunks)
+    by_symbol = {c.symbol: c for c in chunks}
+    assert {"pack", "pack (continued)", "build", "build (continued)"} <= set(by_symbol)
+    assert all(by_symbol[name].docstring_summary() == "" for name in ("pack", "pack (continued)", "build"))
+    assert by_symbol["Box"].docstring_summary() == "A box of shards"
+    assert by_symbol["Box"].dense_text.split("\n")[1] == "A box of shards"
+    assert by_symbol["pkg.tools"].docstring_summary() == "Tools for shards"
+    # Chunks made elsewhere (no parse of their file) still read the summary from their own text.
+    loose = qa.Chunk("s", "m.py", 1, 2, "f", "function", 'def f():\n    """Do it."""')
+    assert loose.docstring_summary() == "Do it"
+
+
 def test_markdown_and_yaml_chunks() -> None:
     md = qa.chunk_file("tiny", "README.md", README)
     assert [c.symbol for c in md] == ["Tiny streaming", "Compression", "Shuffling"]

@@ -40,6 +40,21 @@ def test_int8_export_embeds_like_the_original_model(tiny_index) -> None:
     assert emb.embed([]).shape == (0, emb.dimension) and emb.embed([""]).shape == (1, emb.dimension)
 
 
+def test_texts_that_read_the_same_pieces_run_once(tiny_index) -> None:
+    cfg, _, _ = tiny_index
+    emb = qa.embedder(cfg)
+    texts = [c.dense_text for c in qa.CodeIndex.load(cfg).chunks][:4]
+    n = emb._model.max_tokens
+    long = "shard " * (3 * n)
+    repeated = texts + texts[:2] + [long, long + "tail words that are never read"]
+    before = emb._model.inferred
+    counted: list[int] = []
+    vectors = emb.embed(repeated, on_progress=counted.append)
+    assert emb._model.inferred - before == len(texts) + 1 and sum(counted) == len(repeated)
+    assert np.allclose(vectors[4:6], vectors[:2]) and np.allclose(vectors[-1], vectors[-2])
+    assert np.allclose(vectors[:4], emb.embed(texts), atol=1e-5)
+
+
 def test_token_ids_of_a_prefix_are_those_of_the_whole_text(tiny_index) -> None:
     cfg, _, _ = tiny_index
     encoder = qa.embedder(cfg)._model

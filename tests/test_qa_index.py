@@ -87,6 +87,22 @@ def test_index_of_another_embedder_is_detected_and_rebuilt(tiny_index, tmp_path)
     assert qa.build_index(cfg2, records, progress=False).embedded == stats.chunks
 
 
+def test_index_of_the_previous_chunker_is_named_and_rebuilt(tiny_index, tmp_path) -> None:
+    # Chunker 5 wrote no summary column: the index is named by its chunker, not read as damaged, and rebuilt.
+    cfg, records, stats = tiny_index
+    cfg2 = load_config(work_dir=str(tmp_path))
+    shutil.copytree(cfg.index_dir, cfg2.index_dir)
+    con = sqlite3.connect(cfg2.index_dir / qa.META_FILE)
+    con.execute("ALTER TABLE chunks DROP COLUMN summary")
+    con.execute("UPDATE info SET value = '5' WHERE key = 'chunker_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(qa.QAError, match=r"\(chunker 5\), not .*rebuild it"):
+        qa.CodeIndex.load(cfg2)
+    again = qa.build_index(cfg2, records, progress=False)
+    assert again.embedded == stats.chunks and len(qa.CodeIndex.load(cfg2)) == stats.chunks
+
+
 def test_lexical_first_build_answers_with_bm25_then_gets_its_vectors(tiny_index, tmp_path) -> None:
     cfg, _, _ = tiny_index
     cfg2 = load_config(work_dir=str(tmp_path))

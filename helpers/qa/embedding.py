@@ -63,6 +63,7 @@ class _OpenVINOEncoder:
         self.inputs = {port.get_any_name() for port in self.model.inputs}
         self.dimension = int(self.model.output(0).get_partial_shape()[2].get_length())
         self.max_tokens = max_tokens
+        self.inferred = 0  # texts run through the model so far (a text read before is not run again)
 
     def token_ids(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
         """Each text's first ``max_tokens`` word-piece ids, as the tokenizer gives them for the whole text.
@@ -92,10 +93,13 @@ class _OpenVINOEncoder:
 
         if not texts:
             return np.zeros((0, self.dimension), dtype="float32")
-        ids = self.token_ids(texts, max_tokens)
+        # Texts that read the same word pieces (the same setting documented in many classes) are inferred once.
+        distinct: dict[tuple[int, ...], int] = {}
+        slots = [distinct.setdefault(tuple(row), len(distinct)) for row in self.token_ids(texts, max_tokens)]
+        ids = list(distinct)
         lengths = np.array([len(x) for x in ids])
         order = np.argsort(lengths, kind="stable")
-        out = np.zeros((len(texts), self.dimension), dtype="float32")
+        out = np.zeros((len(ids), self.dimension), dtype="float32")
         done: list[int] = []
         errors: list[BaseException] = []
 
@@ -130,7 +134,8 @@ class _OpenVINOEncoder:
             raise errors[0]
         if on_progress and len(texts) > reported:
             on_progress(len(texts) - reported)
-        return out
+        self.inferred += len(ids)
+        return out[slots]
 
 
 class Embedder(Embeddings):

@@ -60,12 +60,15 @@ class BuildStats:
     settings_embedded: int = 0  # of them embedded now (the others' files were unchanged)
 
 
-def _read_meta(folder: Path) -> tuple[dict[str, str], list[Chunk]]:
+def _read_meta(folder: Path, expected: dict[str, str]) -> tuple[dict[str, str], list[Chunk]]:
+    """The index's info, and its chunks when the info is ``expected`` (an older chunker's table may lack columns)."""
     con = sqlite3.connect(f"file:{folder / META_FILE}?mode=ro", uri=True)
     try:
         info = dict(con.execute("SELECT key, value FROM info"))
-        rows = con.execute("SELECT source, path, start_line, end_line, symbol, kind, text, file_hash FROM chunks "
-                           "ORDER BY row")
+        if info != expected:
+            return info, []
+        rows = con.execute("SELECT source, path, start_line, end_line, symbol, kind, text, file_hash, summary "
+                           "FROM chunks ORDER BY row")
         chunks = [Chunk(*r) for r in rows]
     finally:
         con.close()
@@ -87,11 +90,11 @@ def _write_meta(path: Path, info: dict[str, str], chunks: list[Chunk],
     try:
         con.execute("CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT)")
         con.execute("CREATE TABLE chunks (row INTEGER PRIMARY KEY, source TEXT, path TEXT, start_line INTEGER, "
-                    "end_line INTEGER, symbol TEXT, kind TEXT, text TEXT, file_hash TEXT)")
+                    "end_line INTEGER, symbol TEXT, kind TEXT, text TEXT, file_hash TEXT, summary TEXT)")
         con.executemany("INSERT INTO info VALUES (?, ?)", info.items())
-        con.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(i, c.source, c.path, c.start_line, c.end_line, c.symbol, c.kind, c.text, c.file_hash)
-                         for i, c in enumerate(chunks)])
+        con.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(i, c.source, c.path, c.start_line, c.end_line, c.symbol, c.kind, c.text, c.file_hash,
+                          c.summary) for i, c in enumerate(chunks)])
         con.execute("CREATE TABLE settings (row INTEGER PRIMARY KEY, chunk_row INTEGER, line INTEGER, text TEXT)")
         con.executemany("INSERT INTO settings VALUES (?, ?, ?, ?)", [(i, *row) for i, row in enumerate(settings)])
         con.commit()
@@ -120,12 +123,12 @@ def load_index(cfg: WorkshopConfig, emb: Embedder | None = None) -> tuple[list[C
     folder = cfg.index_dir
     if not (folder / META_FILE).is_file() or not (folder / INDEX_FILE).is_file():
         raise QAError(f"no index in {folder}: {run_first(6)} (or qa.build_index(cfg)).")
+    expected = index_info(cfg, emb or embedder(cfg))
     try:
-        info, chunks = _read_meta(folder)
+        info, chunks = _read_meta(folder, expected)
     except sqlite3.DatabaseError as err:
         raise QAError(f"{folder / META_FILE} is not a readable index ({err}); rebuild it with qa.build_index(cfg).") \
             from None
-    expected = index_info(cfg, emb or embedder(cfg))
     if info != expected:
         raise QAError(f"the index in {folder} was built with {info.get('embedder') or info.get('embedding_model')!r} "
                       f"(chunker {info.get('chunker_version')}), not {expected['embedder']!r} (chunker "
