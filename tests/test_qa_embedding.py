@@ -66,11 +66,12 @@ def test_token_ids_of_a_prefix_are_those_of_the_whole_text(tiny_index) -> None:
         " " * (limit + 50) + "word " * 10,  # the prefix is blank: tokenized whole
         "x" * (limit + 10) + " tail",  # no whitespace before the limit: tokenized whole
         "a " * (limit // 2 - 1) + "Mötley_Crüe " + "b" * 30,  # a word across the limit
+        "information " * (3 * n),  # prose of long words: the prefix is doubled twice before it holds n pieces
         "",
     ]
     want = encoder.tokenizer(texts, truncation=True, max_length=n)["input_ids"]
     assert encoder.token_ids(texts) == want
-    assert len(want[-5]) == n and 2 < len(want[-4]) < n
+    assert len(want[-6]) == n and 2 < len(want[-5]) < n and len(want[-2]) == n
 
 
 def test_calibration_texts_are_code_and_reproducible() -> None:
