@@ -468,7 +468,7 @@ def evaluate_answers(index: qa.CodeIndex, gen: Any, questions: list[EvalQuestion
                      "answer keyword": contains_keyword(ans.text, q.keywords),
                      "model-text keyword": contains_keyword(ans.model_text, q.keywords),
                      "cites a source": bool(cited), "cites a right file": any(p in q.files for p in cited),
-                     "seconds": ans.seconds})
+                     "seconds": ans.seconds, "first words s": ans.first_words_s})
     write_json(cache, rows)
     return pd.DataFrame(rows)
 
@@ -496,7 +496,10 @@ def answer_summary(rows: pd.DataFrame, by: tuple[str, ...] = ("setting",)) -> pd
         return pd.Series({"context keyword": g["context keyword"].mean(), "answer keyword": g["answer keyword"].mean(),
                           "model-text keyword": g["model-text keyword"].mean(),
                           "cites a right file": g["cites a right file"].mean(), "p50 s": g["seconds"].median(),
-                          "p95 s": g["seconds"].quantile(0.95), "questions": len(g)})
+                          "p95 s": g["seconds"].quantile(0.95),
+                          # answers cached before this column have none: NaN, not a time
+                          "first words p50 s": g.get("first words s", pd.Series(dtype=float)).median(),
+                          "questions": len(g)})
 
     return rows.groupby(list(by), sort=False).apply(agg, include_groups=False).round(3)
 
@@ -529,7 +532,7 @@ def evaluate_multipart(index: qa.CodeIndex, gen: Any, questions: list[MultiPartQ
             rows.append({"setting": label, "half": q.half, "question": q.question, "answer": ans.text,
                          "parts answered": sum(answered) / len(answered), "all parts answered": all(answered),
                          "parts cited": sum(found) / len(found), "all parts cited": all(found),
-                         "seconds": ans.seconds})
+                         "seconds": ans.seconds, "first words s": ans.first_words_s})
     return pd.DataFrame(rows)
 
 

@@ -132,6 +132,10 @@ def test_ask_answers_with_sources(tiny_index, gen) -> None:
     assert len(names) == 2 and names[0][0] == good.hits[0].chunk.name
     assert qa.fits_pattern(good.model_text, qa.answer_pattern(names)), good.model_text
     assert "".join(pieces).split() == good.text.split(), "streamed pieces add up to the answer"
+    # The first words streamed are the lead (name, citation, quoted lines), sent before the model reads its prompt:
+    # the time to them is counted from the hits, and is part of what the answer took after retrieval.
+    assert pieces[0].startswith(f"`{good.hits[0].chunk.name}`") and not pieces[0].strip().endswith(good.model_text)
+    assert 0 < good.first_words_s < good.seconds - good.retrieval_s
     plain = qa.ask(index, gen, "How is a shard file downloaded from the bucket?", max_new_tokens=12,
                    answer_format="plain")
     assert plain.text == plain.model_text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from helpers import qa
-from helpers.qa.chunking import MAX_CHUNK_LINES
+from helpers.qa.chunking import MAX_CHUNK_LINES, embedded_texts
 from tests.corpus import CONFIG, DOWNLOADER, README
 
 
@@ -39,8 +39,9 @@ def test_long_functions_are_split_and_bad_python_falls_back_to_windows() -> None
 
 
 def test_summaries_come_from_the_whole_file() -> None:
-    # Each summary is read when the file is parsed (not by parsing each chunk again); a definition cut into
-    # windows has none in any window, whether its first window parses alone (pack) or not (build).
+    # Each summary is read when the file is parsed (not by parsing each chunk again), so the first window of a long
+    # definition has its definition's summary whether its text parses alone (pack) or not (build); the embedder
+    # reads such windows without it.
     steps = "\n".join(f"    step_{i} = {i}" for i in range(70))
     call = "\n".join(f"        arg_{i}={i}," for i in range(80))
     source = (f'"""Tools for shards."""\n\nimport os\n\n\ndef pack(shards):\n    """Pack the shards into one file."""\n'
@@ -49,11 +50,15 @@ def test_summaries_come_from_the_whole_file() -> None:
     chunks = qa.chunk_file("s", "pkg/tools.py", source)
     assert all(c.summary is not None for c in chunks)
     by_symbol = {c.symbol: c for c in chunks}
-    assert {"pack", "pack (continued)", "build", "build (continued)"} <= set(by_symbol)
-    assert all(by_symbol[name].docstring_summary() == "" for name in ("pack", "pack (continued)", "build"))
+    assert by_symbol["pack"].docstring_summary() == "Pack the shards into one file"
+    assert by_symbol["build"].docstring_summary() == "Build it"
+    assert by_symbol["pack (continued)"].docstring_summary() == by_symbol["build (continued)"].docstring_summary() == ""
     assert by_symbol["Box"].docstring_summary() == "A box of shards"
-    assert by_symbol["Box"].dense_text.split("\n")[1] == "A box of shards"
     assert by_symbol["pkg.tools"].docstring_summary() == "Tools for shards"
+    read = dict(zip((c.symbol for c in chunks), embedded_texts(chunks), strict=True))
+    assert read["Box"] == by_symbol["Box"].dense_text and read["Box"].split("\n")[1] == "A box of shards"
+    assert read["pack"] == "pkg/tools.py · pack\n" + by_symbol["pack"].text
+    assert read["build (continued)"] == by_symbol["build (continued)"].dense_text
     # Chunks made elsewhere (no parse of their file) still read the summary from their own text.
     loose = qa.Chunk("s", "m.py", 1, 2, "f", "function", 'def f():\n    """Do it."""')
     assert loose.docstring_summary() == "Do it"

@@ -461,6 +461,7 @@ class Answer:
     hits: list[Hit] = field(default_factory=list)
     retrieval_s: float = 0.0
     seconds: float = 0.0
+    first_words_s: float = 0.0  # from the hits being known to the first words streamed (the lead, before the model)
     declined: bool = False  # True when nothing indexed came close enough and the model was not asked
     relevance: Relevance | None = None
 
@@ -516,7 +517,8 @@ def build_chain(index: CodeIndex, gen: Generator, k: int = DEFAULT_K, mode: str 
         t0 = time.perf_counter()
         hits = [doc.metadata["hit"] for doc in retrieve_docs.invoke(inputs.get("retrieval_query") or inputs["question"])]
         if timing is not None:
-            timing["retrieval_s"] = time.perf_counter() - t0
+            timing["retrieved_at"] = time.perf_counter()
+            timing["retrieval_s"] = timing["retrieved_at"] - t0
         return hits
 
     def lead(inputs: dict) -> str:
@@ -580,12 +582,24 @@ def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mod
     rel = relevance(index, query)
     if decline and not index.pending and not is_confident(rel, threshold):  # no verdict on a half-built index
         hits = index.search(query, k, mode, ANSWER_PER_FILE)
+        searched = time.perf_counter()
         text = decline_text(hits, rel, NO_ANSWER)
         if on_token:
             on_token(text)
-        return Answer(question, text, "", hits, 0.0, time.perf_counter() - start, declined=True, relevance=rel)
+        return Answer(question, text, "", hits, 0.0, time.perf_counter() - start, time.perf_counter() - searched,
+                      declined=True, relevance=rel)
     timing: dict[str, float] = {}
-    chain = build_chain(index, gen, k, mode, max_new_tokens, answer_format, context_tokens, on_token, timing)
+    first: list[float] = []
+
+    def streamed(piece: str) -> None:
+        if not first:
+            first.append(time.perf_counter())
+        if on_token:
+            on_token(piece)
+
+    chain = build_chain(index, gen, k, mode, max_new_tokens, answer_format, context_tokens, streamed, timing)
     out = chain.invoke({"question": index.spelled(question), "retrieval_query": query})
+    done = time.perf_counter()
     return Answer(question, out["result"]["answer"], out["result"]["model_text"], out["cited"],
-                  timing.get("retrieval_s", 0.0), time.perf_counter() - start, relevance=rel)
+                  timing.get("retrieval_s", 0.0), done - start,
+                  (first[0] if first else done) - timing.get("retrieved_at", start), relevance=rel)

@@ -22,7 +22,7 @@ from helpers.config import WorkshopConfig
 from helpers.constants import run_first
 from helpers.errors import QAError
 from helpers.files import staged_dir
-from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, file_hash
+from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, embedded_texts, file_hash
 from helpers.qa.documented import passage_text, setting_passages
 from helpers.qa.embedding import Embedder, embedder
 
@@ -231,7 +231,7 @@ def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None 
         vectors[: len(kept)] = old_vectors[kept_rows]
     if fresh and embed:
         with tqdm(total=len(fresh), desc="Embedding chunks", unit="chunk", disable=not progress) as bar:
-            vectors[len(kept):] = emb.embed([c.dense_text for c in fresh], on_progress=bar.update)
+            vectors[len(kept):] = emb.embed(embedded_texts(fresh), on_progress=bar.update)
 
     # Each documented setting gets a vector of its own (``documented``): reused when its file's text is unchanged.
     passages = [(row, doc.line, passage_text(all_chunks[row], doc)) for row, doc in setting_passages(all_chunks)]
