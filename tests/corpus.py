@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import textwrap
 from pathlib import Path
 
-from helpers import repos
+from helpers import qa, repos
+from helpers.config import WorkshopConfig, load_config
 
 DOWNLOADER = textwrap.dedent('''\
     """Fetch shard files from remote storage into a local cache."""
@@ -97,3 +100,16 @@ def write_corpus(work_dir: Path, files: dict[str, str] | None = None, source: st
         flat.write_text(text, encoding="utf-8")
         records.append(repos.FileRecord(source, rel, flat, len(text.encode()), text.count("\n")))
     return records
+
+
+def altered_index(cfg: WorkshopConfig, work_dir: Path, *statements: str) -> WorkshopConfig:
+    """A copy of ``cfg``'s index in ``work_dir`` with ``statements`` run on its SQLite tables (an index written by
+    another version, or damaged); the config of ``work_dir``."""
+    copy = load_config(work_dir=str(work_dir))
+    shutil.copytree(cfg.index_dir, copy.index_dir)
+    con = sqlite3.connect(copy.index_dir / qa.META_FILE)
+    for statement in statements:
+        con.execute(statement)
+    con.commit()
+    con.close()
+    return copy

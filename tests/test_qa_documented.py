@@ -11,7 +11,7 @@ import pytest
 
 from helpers import qa
 from helpers.config import load_config
-from tests.corpus import CONFIG, DOWNLOADER, README, write_corpus
+from tests.corpus import CONFIG, DOWNLOADER, README, altered_index, write_corpus
 
 WRITER = textwrap.dedent('''\
     """Write samples into shard files."""
@@ -148,14 +148,8 @@ def test_an_index_without_settings_is_detected_and_rebuilt(writer_index, tmp_pat
     """An index from before the settings (no settings table, no settings_version) is foreign: loading it names the
     fix, and a build rebuilds it whole."""
     cfg, stats = writer_index
-    cfg2 = load_config(work_dir=str(tmp_path))
+    cfg2 = altered_index(cfg, tmp_path, "DROP TABLE settings", "DELETE FROM info WHERE key = 'settings_version'")
     (tmp_path / "models").symlink_to(cfg.work_dir / "models", target_is_directory=True)
-    shutil.copytree(cfg.index_dir, cfg2.index_dir)
-    con = sqlite3.connect(cfg2.index_dir / qa.META_FILE)
-    con.execute("DROP TABLE settings")
-    con.execute("DELETE FROM info WHERE key = 'settings_version'")
-    con.commit()
-    con.close()
     (cfg2.index_dir / qa.SETTINGS_FILE).unlink()
     with pytest.raises(qa.QAError, match=r"rebuild it with qa\.build_index\(cfg\)"):
         qa.CodeIndex.load(cfg2)

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import qa
 from helpers.config import load_config
-from tests.corpus import CONFIG, DOWNLOADER, README, write_corpus
+from tests.corpus import CONFIG, DOWNLOADER, README, altered_index, write_corpus
 
 
 def test_index_is_pickle_free_and_loads(tiny_index) -> None:
@@ -74,33 +74,20 @@ def test_damaged_faiss_file_is_a_message_and_a_rebuild_heals_it(tiny_index, tmp_
     assert qa.CodeIndex.load(cfg2).search("download a shard", 1, "dense")
 
 
-def test_index_of_another_embedder_is_detected_and_rebuilt(tiny_index, tmp_path) -> None:
+@pytest.mark.parametrize(("statements", "message"), [
+    (["UPDATE info SET value = 'old-embedder' WHERE key = 'embedder'"], "old-embedder.*rebuild"),
+    # Chunker 5 wrote no summary column: the index is named by its chunker, not read as damaged.
+    (["ALTER TABLE chunks DROP COLUMN summary", "UPDATE info SET value = '5' WHERE key = 'chunker_version'"],
+     r"\(chunker 5\), not .*rebuild it"),
+], ids=["embedder", "chunker"])
+def test_index_of_another_embedder_or_chunker_is_detected_and_rebuilt(tiny_index, tmp_path, statements,
+                                                                       message) -> None:
     cfg, records, stats = tiny_index
-    cfg2 = load_config(work_dir=str(tmp_path))
-    shutil.copytree(cfg.index_dir, cfg2.index_dir)
-    con = sqlite3.connect(cfg2.index_dir / qa.META_FILE)
-    con.execute("UPDATE info SET value = 'old-embedder' WHERE key = 'embedder'")
-    con.commit()
-    con.close()
-    with pytest.raises(qa.QAError, match="old-embedder.*rebuild"):
+    cfg2 = altered_index(cfg, tmp_path, *statements)
+    with pytest.raises(qa.QAError, match=message):
         qa.CodeIndex.load(cfg2)
     assert qa.build_index(cfg2, records, progress=False).embedded == stats.chunks
-
-
-def test_index_of_the_previous_chunker_is_named_and_rebuilt(tiny_index, tmp_path) -> None:
-    # Chunker 5 wrote no summary column: the index is named by its chunker, not read as damaged, and rebuilt.
-    cfg, records, stats = tiny_index
-    cfg2 = load_config(work_dir=str(tmp_path))
-    shutil.copytree(cfg.index_dir, cfg2.index_dir)
-    con = sqlite3.connect(cfg2.index_dir / qa.META_FILE)
-    con.execute("ALTER TABLE chunks DROP COLUMN summary")
-    con.execute("UPDATE info SET value = '5' WHERE key = 'chunker_version'")
-    con.commit()
-    con.close()
-    with pytest.raises(qa.QAError, match=r"\(chunker 5\), not .*rebuild it"):
-        qa.CodeIndex.load(cfg2)
-    again = qa.build_index(cfg2, records, progress=False)
-    assert again.embedded == stats.chunks and len(qa.CodeIndex.load(cfg2)) == stats.chunks
+    assert len(qa.CodeIndex.load(cfg2)) == stats.chunks
 
 
 def test_lexical_first_build_answers_with_bm25_then_gets_its_vectors(tiny_index, tmp_path) -> None:
