@@ -35,17 +35,21 @@ def first_sentence(docstring: str) -> str:
     return (match.group(1) if match else paragraph).rstrip(".")
 
 
+def node_docstring(node: ast.AST) -> str:
+    """The docstring of a parsed module, class or function, else '' (also for any other kind of node)."""
+    try:
+        return ast.get_docstring(node) or ""  # type: ignore[arg-type]
+    except TypeError:
+        return ""
+
+
 def docstring_of(code: str, definition: bool) -> str:
     """The docstring of the first definition in ``code`` (``definition``) or of the code as a module, else ''."""
     try:
         tree = ast.parse(textwrap.dedent(code))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return ""
-    node = tree.body[0] if definition and tree.body else tree
-    try:
-        return ast.get_docstring(node) or ""  # type: ignore[arg-type]
-    except TypeError:
-        return ""
+    return node_docstring(tree.body[0] if definition and tree.body else tree)
 
 
 def _header(lines: list[str]) -> str:

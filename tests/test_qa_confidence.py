@@ -32,6 +32,7 @@ def test_off_topic_question_is_declined_with_nearest_sources(index, gen) -> None
     ans = qa.ask(index, gen, "What's the weather like in Paris tomorrow?", on_token=streamed.append)
     assert ans.declined and ans.model_text == ""
     assert ans.text.startswith(qa.NO_ANSWER) and "".join(streamed) == ans.text
+    assert 0 < ans.first_words_s < ans.seconds
     assert "nearest sources" in ans.text and ans.hits[0].chunk.citation in ans.text  # real sources, from the index
     kept = qa.ask(index, gen, "What's the weather like in Paris tomorrow?", decline=False, max_new_tokens=4)
     assert not kept.declined and kept.model_text  # the setting turns it off

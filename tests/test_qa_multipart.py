@@ -43,5 +43,6 @@ def test_each_part_answered_with_its_own_sources(tiny_index) -> None:
     assert first.startswith("**1. Which method deletes a cached shard?**") and "ShardDownloader.evict" in first
     assert "merge_index_files" in second and "tiny/download.py:" in second
     assert "".join(streamed).strip() == ans.text.strip()
+    assert 0 < ans.first_words_s < ans.seconds, "the first part's words, counted from its own retrieval"
     single = qa.ask_multipart(index, gen, "Which method deletes a cached shard?", max_new_tokens=4)
     assert "**1." not in single.text and single.hits

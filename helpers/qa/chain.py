@@ -584,9 +584,10 @@ def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mod
         hits = index.search(query, k, mode, ANSWER_PER_FILE)
         searched = time.perf_counter()
         text = decline_text(hits, rel, NO_ANSWER)
+        first_words_s = time.perf_counter() - searched  # as for an answer: until the text is handed to on_token
         if on_token:
             on_token(text)
-        return Answer(question, text, "", hits, 0.0, time.perf_counter() - start, time.perf_counter() - searched,
+        return Answer(question, text, "", hits, 0.0, time.perf_counter() - start, first_words_s=first_words_s,
                       declined=True, relevance=rel)
     timing: dict[str, float] = {}
     first: list[float] = []
@@ -602,4 +603,4 @@ def ask(index: CodeIndex, gen: Generator, question: Any, k: int = DEFAULT_K, mod
     done = time.perf_counter()
     return Answer(question, out["result"]["answer"], out["result"]["model_text"], out["cited"],
                   timing.get("retrieval_s", 0.0), done - start,
-                  (first[0] if first else done) - timing.get("retrieved_at", start), relevance=rel)
+                  first_words_s=(first[0] if first else done) - timing.get("retrieved_at", start), relevance=rel)

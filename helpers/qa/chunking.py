@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from helpers.pysource import docstring_of, first_sentence, module_name
+from helpers.pysource import docstring_of, first_sentence, module_name, node_docstring
 
 CHUNKER_VERSION = 6  # 5: the embedder reads dense_text (summary first); 6: summaries from the file's own parse
 MAX_CHUNK_LINES = 60  # longer functions are split into windows of this many lines
@@ -124,13 +124,6 @@ def whole_definitions(chunks: Iterable[Chunk]) -> dict[str, Chunk]:
     return wholes
 
 
-def _docstring(node: ast.AST) -> str:
-    try:
-        return first_sentence(ast.get_docstring(node) or "")  # type: ignore[arg-type]
-    except TypeError:
-        return ""
-
-
 def _python_spans(text: str, path: str) -> tuple[list[Span], dict[int, str]]:
     """Module-level code, each class head and each function/method as its own span, named by qualified name; and
     the docstring summary of each span (by first line): its definition's, or the module's for module-level code."""
@@ -150,20 +143,20 @@ def _python_spans(text: str, path: str) -> tuple[list[Span], dict[int, str]]:
             if loose:
                 spans.append((start_of(loose[0]), loose[-1].end_lineno or loose[-1].lineno, loose_name, loose_kind))
                 if loose_kind == "module":  # a string first in module-level code is the module's docstring
-                    summaries[spans[-1][0]] = _docstring(ast.Module(body=loose, type_ignores=[]))
+                    summaries[spans[-1][0]] = first_sentence(node_docstring(ast.Module(body=loose, type_ignores=[])))
                 loose.clear()
 
         for node in body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 flush()
                 spans.append((start_of(node), node.end_lineno or node.lineno, prefix + node.name, "function"))
-                summaries[spans[-1][0]] = _docstring(node)
+                summaries[spans[-1][0]] = first_sentence(node_docstring(node))
             elif isinstance(node, ast.ClassDef):
                 flush()
                 qual = prefix + node.name
                 defs = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
                 end = node.end_lineno or node.lineno
-                summaries[start_of(node)] = _docstring(node)
+                summaries[start_of(node)] = first_sentence(node_docstring(node))
                 if not defs or end - start_of(node) + 1 <= 25:
                     spans.append((start_of(node), end, qual, "class"))
                     continue

@@ -99,4 +99,5 @@ def ask_multipart(index: CodeIndex, gen: Generator, question: Any, on_token: Cal
     hits = [h for a in answers for h in a.hits]
     return Answer(question, text, "\n".join(a.model_text for a in answers), hits,
                   sum(a.retrieval_s for a in answers), time.perf_counter() - start,
+                  first_words_s=answers[0].first_words_s,  # the first part's words follow its own retrieval
                   declined=all(a.declined for a in answers))
