@@ -149,6 +149,24 @@ def test_a_quoted_error_message_finds_where_it_is_raised(tiny_index) -> None:
     assert index.search(pasted, 2, "hybrid")[0].chunk.path == "t/partition.py", "or a pasted exception's message"
 
 
+def test_a_pasted_message_with_its_values_filled_in_is_searched_on_its_own(tiny_index) -> None:
+    """A pasted message carries the values of the user's run (``['/tmp/cache/train']``), so few runs of its words
+    match the code's f-string and the quote ranking passes it by; the user's own words around it match another
+    file better. BM25 over the pasted text alone (``pasted_weight``) finds the line that raises it."""
+    cfg, _, _ = tiny_index
+    raising = ("def check_dirs(dirs, other):\n    if dirs == other:\n        raise ValueError(f'Reused local "
+               "directory: {dirs} vs {other}. Provide a different one.')\n")
+    chatty = ("def restart_after_crash(node):\n    \"\"\"After a job crashed, every new run on the node fails at "
+              "first; the previous job, the new run, the dataset init, nothing else running: a crashed job.\"\"\"\n"
+              "    return node\n")
+    index = _lexical_index(cfg, {"t/prefix.py": raising, "t/restart.py": chatty})
+    question = ("after my previous job crashed, every new run on that node fails at dataset init with `ValueError: "
+                "Reused local directory: ['/tmp/cache/train'] vs ['/tmp/cache/train']. Provide a different one.` -- "
+                "nothing else is running. what's going on?")
+    assert index.quoted(question, index.bm25(question, 100)) == [], "too few of the quote's runs are the code's"
+    _weight_decides(index, "pasted_weight", question, without="t/restart.py", with_="t/prefix.py")
+
+
 def test_names_of_code_in_a_question() -> None:
     from helpers.qa.search import named_identifiers
 
