@@ -53,7 +53,8 @@ def prepare(cfg: WorkshopConfig, progress: bool = True) -> bool:
             models.prepare_openvino(folder, progress=progress)
         side.result()  # its error, if any, is raised here
     try:
-        pending = int(missing_vectors(qa.load_index(cfg)[1]).sum())  # left by an interrupted lexical-first start
+        chunks, vectors = qa.load_index(cfg)
+        pending = int(missing_vectors(vectors, chunks=chunks).sum())  # left by an interrupted lexical-first start
     except (WorkshopError, OSError):
         pending = -1  # no usable index yet
     if pending:

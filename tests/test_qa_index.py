@@ -79,7 +79,9 @@ def test_damaged_faiss_file_is_a_message_and_a_rebuild_heals_it(tiny_index, tmp_
     # Chunker 5 wrote no summary column: the index is named by its chunker, not read as damaged.
     (["ALTER TABLE chunks DROP COLUMN summary", "UPDATE info SET value = '5' WHERE key = 'chunker_version'"],
      r"\(chunker 5\), not .*rebuild it"),
-], ids=["embedder", "chunker"])
+    # Before session 19 tests and examples had vectors too: named, and rebuilt.
+    (["DELETE FROM info WHERE key = 'dense_scope'"], r"its dense_scope is None, not 'library code.*rebuild it"),
+], ids=["embedder", "chunker", "dense scope"])
 def test_index_of_another_embedder_or_chunker_is_detected_and_rebuilt(tiny_index, tmp_path, statements,
                                                                        message) -> None:
     cfg, records, stats = tiny_index
@@ -111,3 +113,28 @@ def test_lexical_first_build_answers_with_bm25_then_gets_its_vectors(tiny_index,
     assert index.pending == 0
     vectors = index.store.index.reconstruct_n(0, len(index))
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+
+
+def test_tests_and_examples_are_found_by_their_words_and_get_no_vector(tiny_index, tmp_path) -> None:
+    """A test file's chunks keep zero vectors (nothing to embed, nothing pending); BM25 and hybrid search find them
+    by their words, dense search never returns them, and a rebuild does not take them for unfinished work."""
+    cfg, _, _ = tiny_index
+    cfg2 = load_config(work_dir=str(tmp_path))
+    (tmp_path / "models").symlink_to(cfg.models_dir, target_is_directory=True)
+    test_file = ("def test_eviction_keeps_the_cache_under_its_limit():\n"
+                 "    \"\"\"A full cache evicts its oldest shard: the quokka shard goes first.\"\"\"\n"
+                 "    assert evict(['quokka']) == []\n")
+    records = write_corpus(tmp_path, {"tiny/download.py": DOWNLOADER, "README.md": README, "conf/train.yaml": CONFIG,
+                                      "tests/test_cache.py": test_file})
+    stats = qa.build_index(cfg2, records, progress=False)
+    index = qa.CodeIndex.load(cfg2)
+    rows = [i for i, c in enumerate(index.chunks) if c.path == "tests/test_cache.py"]
+    vectors = index.store.index.reconstruct_n(0, len(index))
+    assert rows and not np.abs(vectors[rows]).any() and np.abs(vectors).any(axis=1).sum() == len(index) - len(rows)
+    assert index.pending == 0, "a test's zero vector is not a chunk still to embed"
+    question = "Which test evicts the quokka shard?"
+    assert index.bm25(question, 1)[0].chunk.path == "tests/test_cache.py"
+    assert "tests/test_cache.py" in [h.chunk.path for h in index.search(question, 3, "hybrid")]
+    assert all(h.chunk.path != "tests/test_cache.py" for h in index.search(question, len(index), "dense"))
+    again = qa.build_index(cfg2, records, progress=False)
+    assert again.reused == stats.chunks and again.embedded == 0, "the test file was embedded again"

@@ -22,7 +22,7 @@ from helpers.config import WorkshopConfig
 from helpers.constants import run_first
 from helpers.errors import QAError
 from helpers.files import staged_dir
-from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, embedded_texts, file_hash
+from helpers.qa.chunking import CHUNKER_VERSION, Chunk, chunk_file, embedded_texts, file_hash, is_embedded
 from helpers.qa.documented import passage_text, setting_passages
 from helpers.qa.embedding import Embedder, embedder
 
@@ -33,6 +33,8 @@ SETTINGS_VERSION = 2  # 2: 32 word pieces
 # Word pieces the embedder reads of a setting ("Trainer save_num_checkpoints_to_keep: The number of …"): on the
 # tuning halves as good as 64 (README), and the settings embed in about half the time.
 SETTING_MAX_TOKENS = 32
+# Which chunks have vectors (``chunking.is_embedded``): an index built with another rule is rebuilt.
+DENSE_SCOPE = "library code and docs, not tests or examples"
 
 
 @dataclass
@@ -105,7 +107,8 @@ def _write_meta(path: Path, info: dict[str, str], chunks: list[Chunk],
 def index_info(cfg: WorkshopConfig, emb: Embedder) -> dict[str, str]:
     """What an index was built with; an index whose info differs is rebuilt from scratch."""
     return {"embedding_model": cfg.embedding_model, "embedder": emb.signature,
-            "chunker_version": str(CHUNKER_VERSION), "settings_version": f"{SETTINGS_VERSION}/{SETTING_MAX_TOKENS}"}
+            "chunker_version": str(CHUNKER_VERSION), "settings_version": f"{SETTINGS_VERSION}/{SETTING_MAX_TOKENS}",
+            "dense_scope": DENSE_SCOPE}
 
 
 def _read_faiss(path: Path) -> Any:
@@ -130,9 +133,11 @@ def load_index(cfg: WorkshopConfig, emb: Embedder | None = None) -> tuple[list[C
         raise QAError(f"{folder / META_FILE} is not a readable index ({err}); rebuild it with qa.build_index(cfg).") \
             from None
     if info != expected:
+        others = "".join(f"; its {key} is {info.get(key)!r}, not {value!r}" for key, value in expected.items()
+                         if key not in ("embedder", "embedding_model", "chunker_version") and info.get(key) != value)
         raise QAError(f"the index in {folder} was built with {info.get('embedder') or info.get('embedding_model')!r} "
                       f"(chunker {info.get('chunker_version')}), not {expected['embedder']!r} (chunker "
-                      f"{expected['chunker_version']}): rebuild it with qa.build_index(cfg).")
+                      f"{expected['chunker_version']}){others}: rebuild it with qa.build_index(cfg).")
     index = _read_faiss(folder / INDEX_FILE)
     if index.ntotal != len(chunks) or (chunks and index.d != (emb or embedder(cfg)).dimension):
         raise QAError(f"{folder}: {index.ntotal} vectors of size {index.d} for {len(chunks)} chunks does not match; "
@@ -161,10 +166,16 @@ def _vectors(faiss_index: Any) -> np.ndarray:
                                                                                               dtype="float32")
 
 
-def missing_vectors(faiss_index: Any, vectors: np.ndarray | None = None) -> np.ndarray:
-    """One flag per row: True where the chunk has no vector yet (all zeros, as a lexical-first build writes it).
-    ``vectors``: the index's vectors, when the caller has them already."""
-    return ~np.abs(_vectors(faiss_index) if vectors is None else vectors).any(axis=1)
+def missing_vectors(faiss_index: Any, vectors: np.ndarray | None = None,
+                    chunks: list[Chunk] | None = None) -> np.ndarray:
+    """One flag per row: True where the row has no vector yet (all zeros, as a lexical-first build writes it).
+    ``vectors``: the index's vectors, when the caller has them already; ``chunks``: the index's chunks, whose rows
+    that are never embedded (tests and examples, ``chunking.is_embedded``) are not missing anything (a FAISS index
+    with no rows at all, as a BM25-only ``CodeIndex`` is given, has none to miss)."""
+    missing = ~np.abs(_vectors(faiss_index) if vectors is None else vectors).any(axis=1)
+    if chunks is not None and len(missing):
+        missing &= np.array([is_embedded(c) for c in chunks], dtype=bool)
+    return missing
 
 
 def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str], list[tuple[Chunk, int]]], Any,
@@ -181,7 +192,7 @@ def _previous(cfg: WorkshopConfig, emb: Embedder) -> tuple[dict[tuple[str, str],
     old_settings = {(chunks[row].source, chunks[row].path, text): setting_vectors[i]
                     for i, (row, text) in enumerate(zip(settings.rows, settings.texts, strict=True)) if embedded[i]}
     vectors = _vectors(index)
-    missing = missing_vectors(index, vectors)
+    missing = missing_vectors(index, vectors, chunks)
     by_file: dict[tuple[str, str], list[tuple[Chunk, int]]] = {}
     for row, c in enumerate(chunks):
         by_file.setdefault((c.source, c.path), []).append((c, row))
@@ -229,9 +240,11 @@ def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None 
     vectors = np.zeros((len(all_chunks), emb.dimension), dtype="float32")
     if kept_rows:
         vectors[: len(kept)] = old_vectors[kept_rows]
-    if fresh and embed:
-        with tqdm(total=len(fresh), desc="Embedding chunks", unit="chunk", disable=not progress) as bar:
-            vectors[len(kept):] = emb.embed(embedded_texts(fresh), on_progress=bar.update)
+    rows = [len(kept) + i for i, c in enumerate(fresh) if is_embedded(c)]  # tests and examples keep zeros
+    if rows and embed:
+        texts = embedded_texts(fresh)
+        with tqdm(total=len(rows), desc="Embedding chunks", unit="chunk", disable=not progress) as bar:
+            vectors[rows] = emb.embed([texts[r - len(kept)] for r in rows], on_progress=bar.update)
 
     # Each documented setting gets a vector of its own (``documented``): reused when its file's text is unchanged.
     passages = [(row, doc.line, passage_text(all_chunks[row], doc)) for row, doc in setting_passages(all_chunks)]

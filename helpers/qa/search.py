@@ -34,7 +34,7 @@ from snowballstemmer import stemmer
 from helpers.config import WorkshopConfig
 from helpers.errors import QAError
 from helpers.pysource import declared_names
-from helpers.qa.chunking import Chunk, whole_definitions
+from helpers.qa.chunking import Chunk, is_embedded, is_test_or_example, whole_definitions
 from helpers.qa.embedding import embedder
 from helpers.qa.index import Settings, load_index, load_settings, missing_vectors
 from helpers.qa.spelling import correct
@@ -56,7 +56,6 @@ TEST_WEIGHT = 0.5  # how much a chunk from tests/ or examples/ counts against li
 FILE_EVIDENCE = 0.5
 FILE_EVIDENCE_CHUNKS = 2
 PER_FILE = 1  # chunks of one file in the results: one file cannot crowd out the others (tuning half, k=5: r@5 0.89 -> 0.95)
-TEST_PARTS = ("tests", "test", "testing", "examples", "example", "benchmarks")
 # Quoted text in a question (usually a pasted error message) is a third ranking in hybrid and BM25 search: the
 # candidate chunks that contain most of its runs of words, in order (string pieces joined across lines).
 QUOTE_WEIGHT = 1.0
@@ -232,13 +231,6 @@ def _runs(words: list[str], n: int = QUOTE_RUN) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def is_test_or_example(path: str) -> bool:
-    """True for files under tests/, examples/, benchmarks/ or named test_*.py / *_test.py."""
-    parts = path.split("/")
-    name = parts[-1]
-    return any(p in TEST_PARTS for p in parts[:-1]) or name.startswith("test_") or name.endswith("_test.py")
-
-
 def _class_heads(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, str, list[str]]]:
     """Each Python class's opening chunk, its name and its base classes' names (``composer.core.Callback`` ->
     ``Callback``)."""
@@ -342,7 +334,7 @@ class CodeIndex:
         self.base_weight = BASE_WEIGHT
         self.setting_weight = SETTING_WEIGHT
         # Chunks without a vector yet (a lexical-first build, see build_index): hybrid search uses BM25 alone.
-        self.pending = int(missing_vectors(faiss_index).sum())
+        self.pending = int(missing_vectors(faiss_index, chunks=chunks).sum())
 
     @classmethod
     def load(cls, cfg: WorkshopConfig) -> CodeIndex:
@@ -557,7 +549,8 @@ class CodeIndex:
 
     def dense(self, question: str, n: int) -> list[Hit]:
         pairs = self.store.similarity_search_with_score(question, k=min(n, len(self.chunks)))
-        return [Hit(self.chunks[d.metadata["row"]], float(s)) for d, s in pairs]
+        hits = (Hit(self.chunks[d.metadata["row"]], float(s)) for d, s in pairs)
+        return [h for h in hits if is_embedded(h.chunk)]  # tests and examples have no vector (zeros: a score of 0)
 
     def bm25(self, question: str, n: int) -> list[Hit]:
         tokens = code_tokens(question)
