@@ -78,3 +78,18 @@ def test_calibration_texts_are_code_and_reproducible() -> None:
     texts = embedding.calibration_texts(8)
     assert len(texts) == 8 and texts == embedding.calibration_texts(8)
     assert all(t.split("\n")[0].split(" · ")[0].endswith(".py") and len(t) > 20 for t in texts), texts[0][:80]
+
+
+def test_short_texts_go_in_larger_batches_of_the_same_word_pieces() -> None:
+    """A batch holds EMBED_BATCH rows, or more while rows times the longest stays within BATCH_PIECES: settings
+    of 32 pieces go 32 a request, chunks of 64 go 16; every row once, in order."""
+    from helpers.qa.embedding import BATCH_PIECES, EMBED_BATCH, batches
+
+    lengths = np.array([5] * 70 + [32] * 64 + [64] * 40)
+    order = np.argsort(lengths, kind="stable")
+    cut = batches(lengths, order)
+    assert np.array_equal(np.concatenate(cut), order)
+    sizes = [len(rows) for rows in cut]
+    assert sizes[0] == 64 and 32 in sizes and sizes[-1] <= EMBED_BATCH, sizes
+    assert all(len(rows) == EMBED_BATCH or len(rows) * lengths[rows].max() <= BATCH_PIECES for rows in cut[:-1])
+    assert [len(rows) for rows in batches(np.array([64] * 40), np.arange(40))] == [16, 16, 8]

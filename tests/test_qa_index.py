@@ -132,6 +132,7 @@ def test_tests_and_examples_are_found_by_their_words_and_get_no_vector(tiny_inde
     vectors = index.store.index.reconstruct_n(0, len(index))
     assert rows and not np.abs(vectors[rows]).any() and np.abs(vectors).any(axis=1).sum() == len(index) - len(rows)
     assert index.pending == 0, "a test's zero vector is not a chunk still to embed"
+    assert stats.embedded == stats.chunks - len(rows), "the build counts the chunks it gave vectors"
     question = "Which test evicts the quokka shard?"
     assert index.bm25(question, 1)[0].chunk.path == "tests/test_cache.py"
     assert "tests/test_cache.py" in [h.chunk.path for h in index.search(question, 3, "hybrid")]

@@ -27,7 +27,8 @@ from helpers.constants import READY_MARKER
 from helpers.errors import ModelNotAvailable
 from helpers.files import read_json, staged_dir, write_json
 
-EMBED_BATCH = 16  # texts per inference request (OpenVINO)
+EMBED_BATCH = 16  # texts per inference request (OpenVINO), at least; shorter texts go in larger batches:
+BATCH_PIECES = 1024  # up to this many word pieces a request (16 chunks of 64; 32 settings of 32: 0.1-0.3 s less)
 TORCH_BATCH = 64  # texts per forward pass for other models (sentence-transformers on PyTorch)
 # Word pieces embedded per chunk (``Chunk.dense_text``: path, name, docstring summary, code). Chosen on the tuning
 # half with the summary first: hybrid MRR 0.82 at 64 against 0.80 at 128 (code first), dense recall@5 0.80 against
@@ -43,6 +44,19 @@ CALIBRATION_PACKAGES = ("streaming", "composer", "llmfoundry")
 CALIBRATION_CHUNKS = 128
 QUANTIZATION = (f"nncf static int8, transformer preset, {CALIBRATION_CHUNKS} calibration chunks of "
                 f"{EMBED_MAX_TOKENS} word pieces")
+
+
+def batches(lengths: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
+    """``order`` (row numbers, shortest text first) cut into inference batches: ``EMBED_BATCH`` rows, doubled while
+    a batch of the next rows stays within ``BATCH_PIECES`` word pieces (its rows times its longest length)."""
+    out, b = [], 0
+    while b < len(order):
+        size = EMBED_BATCH
+        while b + 2 * size <= len(order) and 2 * size * int(lengths[order[b + 2 * size - 1]]) <= BATCH_PIECES:
+            size *= 2
+        out.append(order[b:b + size])
+        b += size
+    return out
 
 
 class _OpenVINOEncoder:
@@ -120,8 +134,7 @@ class _OpenVINOEncoder:
         queue = ov.AsyncInferQueue(self.model, int(self.model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         queue.set_callback(pooled)
         reported = 0
-        for b in range(0, len(order), EMBED_BATCH):
-            rows = order[b:b + EMBED_BATCH]
+        for rows in batches(lengths, order):
             width = int(lengths[rows].max())
             tokens = np.zeros((len(rows), width), dtype=np.int64)
             mask = np.zeros_like(tokens)

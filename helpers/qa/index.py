@@ -54,7 +54,7 @@ class BuildStats:
 
     files: int
     chunks: int
-    embedded: int
+    embedded: int  # chunks given vectors now (new or changed files; tests and examples get none)
     reused: int
     removed_files: int
     seconds: float
@@ -269,6 +269,6 @@ def build_index(cfg: WorkshopConfig, records: Iterable[repos.FileRecord] | None 
         faiss.write_index(index, str(tmp / INDEX_FILE))
         faiss.write_index(settings, str(tmp / SETTINGS_FILE))
         _write_meta(tmp / META_FILE, index_info(cfg, emb), all_chunks, passages)
-    return BuildStats(files=len(seen_files), chunks=len(all_chunks), embedded=len(fresh) if embed else 0, reused=len(kept),
+    return BuildStats(files=len(seen_files), chunks=len(all_chunks), embedded=len(rows) if embed else 0, reused=len(kept),
                       removed_files=len(set(old_chunks) - seen_files), seconds=round(time.perf_counter() - start, 2),
                       settings=len(passages), settings_embedded=len(new) if embed else 0)
