@@ -225,6 +225,23 @@ def test_lines_are_chosen_by_the_words_the_user_wrote_more_than_by_pasted_text()
     assert qa.unquoted("Why is `requester_pays` off?") == "Why is `requester_pays` off?"
 
 
+def test_a_setting_matched_by_meaning_is_read_and_may_open_the_sentence() -> None:
+    """Search matched a documented entry by meaning (``Hit.lines``); it shares no word with the question, yet the
+    model reads it and may open its sentence with its name."""
+    source = ('class Saver:\n    """Save checkpoints.\n\n    Args:\n        folder (str): Where files go.\n'
+              + "".join(f'        option_{i} (int): Option {i}.\n' for i in range(8)) +
+              '        num_checkpoints_to_keep (int): How many recent ones remain. Default: ``-1``.\n'
+              '        overwrite (bool): Replace files. Default: ``False``.\n    """\n')
+    chunk = qa.chunk_file("t", "t/saver.py", source)[0]
+    question = "my disk fills up, can I hold on to only the last 3?"
+    line = chunk.start_line + next(i for i, text in enumerate(chunk.text.splitlines()) if "num_checkpoints" in text)
+    plain, matched = qa.Hit(chunk, 1.0), qa.Hit(chunk, 1.0, (line,))
+    assert "num_checkpoints_to_keep" not in qa.answer_names([plain], question)
+    assert "num_checkpoints_to_keep" not in qa.excerpt(chunk, question)
+    assert qa.answer_names([matched], question)[:2] == ["Saver", "num_checkpoints_to_keep"]
+    assert "num_checkpoints_to_keep (int): How many recent ones" in qa.excerpt(chunk, question, found=(line,))
+
+
 def test_the_names_the_model_may_open_with_come_from_its_excerpt() -> None:
     source = ('def evict(self, shard_id: int, keep: bool = False, max_retries: int = 3) -> None:\n'
               '    """Delete a cached shard to stay under cache_limit."""\n'
