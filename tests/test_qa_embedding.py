@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from helpers import models, qa
@@ -72,6 +74,26 @@ def test_token_ids_of_a_prefix_are_those_of_the_whole_text(tiny_index) -> None:
     want = encoder.tokenizer(texts, truncation=True, max_length=n)["input_ids"]
     assert encoder.token_ids(texts) == want
     assert len(want[-6]) == n and 2 < len(want[-5]) < n and len(want[-2]) == n
+
+
+def test_many_texts_are_tokenized_on_every_core_and_the_setting_is_put_back(tiny_index, monkeypatch) -> None:
+    """A call with PARALLEL_TEXTS texts or more runs the tokenizer with TOKENIZERS_PARALLELISM true, the same ids
+    as one at a time, and leaves the variable as it found it ("false" where it was unset: a later fork stays safe)."""
+    cfg, _, _ = tiny_index
+    encoder = qa.embedder(cfg)._model
+    texts = [f"def shard_{i}(cache_limit={i}):\n    return evict(shard_{i})" for i in range(embedding.PARALLEL_TEXTS)]
+    seen = []
+    tokenize = encoder.tokenizer.__class__.__call__
+    monkeypatch.setattr(encoder.tokenizer.__class__, "__call__", lambda self, *a, **k: (
+        seen.append(os.environ.get("TOKENIZERS_PARALLELISM")), tokenize(self, *a, **k))[1])
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    one_by_one = [encoder.token_ids([t])[0] for t in texts[:5]]
+    assert seen == ["false"] * 5, "a few texts: as the environment says"
+    assert encoder.token_ids(texts)[:5] == one_by_one and seen[-1] == "true"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    encoder.token_ids(texts)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false", "unset before: set to false, so a fork stays silent"
 
 
 def test_calibration_texts_are_code_and_reproducible() -> None:
