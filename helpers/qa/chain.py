@@ -177,6 +177,14 @@ def model_hits(hits: list[Hit], reads: int = MODEL_READS) -> list[Hit]:
     return chosen
 
 
+def matched_settings(hit: Hit) -> list[str]:
+    """The names declared on the hit's own lines (``Hit.lines``: the documented settings search matched by
+    meaning), e.g. ``num_checkpoints_to_keep`` for its ``Args:`` entry."""
+    lines = hit.chunk.text.splitlines()
+    offsets = [n - hit.chunk.start_line for n in hit.lines]
+    return [m.group(1) for i in offsets if 0 <= i < len(lines) and (m := DECLARES.match(lines[i].strip()))]
+
+
 def answer_names(hits: list[Hit], question: str, weight: Callable[[str], float] | None = None,
                  reads: int = 1, min_weight: float = NAME_MIN_WEIGHT) -> list[str]:
     """The names the model's sentence may open with, from each excerpt it read: the hit's own name (or, for a
@@ -196,9 +204,7 @@ def answer_names(hits: list[Hit], question: str, weight: Callable[[str], float] 
     wanted = {t for t in code_tokens(question) if weight is None or weight(t) > min_weight}
     names: list[str] = []
     for hit in hits[:reads]:
-        lines = hit.chunk.text.splitlines()
-        matched = [m.group(1) for n in hit.lines if 0 <= n - hit.chunk.start_line < len(lines)
-                   and (m := DECLARES.match(lines[n - hit.chunk.start_line].strip()))]
+        matched = matched_settings(hit)
         found = [hit.chunk.name] + matched + NAME.findall(excerpt(hit.chunk, question, weight, found=hit.lines))
         candidates = [word for i, word in enumerate(found) if NAME.fullmatch(word) and word not in _NOT_NAMES and
                       (i == 0 or (len(word) > 2 and _looks_like_code(word)))]
