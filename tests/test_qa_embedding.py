@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
+import pytest
 
 from helpers import models, qa
+from helpers.config import load_config
 from helpers.constants import READY_MARKER
-from helpers.files import read_json
+from helpers.errors import QAError
+from helpers.files import read_json, write_json
 from helpers.qa import embedding
+from helpers.qa.chunking import CHUNKER_VERSION
+from helpers.qa.index import load_index
 
 
 def test_int8_export_embeds_like_the_original_model(tiny_index) -> None:
@@ -18,8 +24,9 @@ def test_int8_export_embeds_like_the_original_model(tiny_index) -> None:
     cfg, _, _ = tiny_index
     emb = qa.embedder(cfg)
     folder = embedding.prepare_openvino_embedder(cfg, progress=False)
-    assert read_json(folder / READY_MARKER)["quantization"] == embedding.QUANTIZATION
-    assert emb.signature == f"{cfg.embedding_model}/openvino-int8/{embedding.EMBED_MAX_TOKENS}"
+    stamp = read_json(folder / READY_MARKER)
+    assert stamp["quantization"] == embedding.QUANTIZATION
+    assert emb.signature == f"{cfg.embedding_model}/openvino-int8/{embedding.EMBED_MAX_TOKENS}/{stamp['weights']}"
     texts = [c.dense_text for c in qa.CodeIndex.load(cfg).chunks]
     questions = ["How is a shard file copied from the bucket?", "merge several index.json files",
                  "How do I delete a cached shard?"]
@@ -94,6 +101,28 @@ def test_many_texts_are_tokenized_on_every_core_and_the_setting_is_put_back(tiny
     monkeypatch.delenv("TOKENIZERS_PARALLELISM")
     encoder.token_ids(texts)
     assert os.environ["TOKENIZERS_PARALLELISM"] == "false", "unset before: set to false, so a fork stays silent"
+
+
+def test_the_same_calibration_gives_the_same_weights_and_other_weights_another_signature(tiny_index, tmp_path) -> None:
+    """A second export from the same calibration texts is the same bit for bit, so figures measured on one work
+    folder hold for another; the weights' digest is in the stamp and the signature, so an index whose vectors came
+    from another export (another chunker's calibration texts, another nncf) is named and rebuilt."""
+    cfg, _, _ = tiny_index
+    shared = embedding.prepare_openvino_embedder(cfg, progress=False)
+    fresh = embedding.prepare_openvino_embedder(load_config(work_dir=str(tmp_path)), progress=False)
+    assert fresh != shared and fresh.is_relative_to(tmp_path)
+    weights = [(folder / "openvino" / "openvino_model.bin").read_bytes() for folder in (shared, fresh)]
+    assert weights[0] == weights[1]
+    stamp = read_json(fresh / READY_MARKER)
+    assert stamp == read_json(shared / READY_MARKER)
+    assert stamp["weights"] == hashlib.sha256(weights[1]).hexdigest()[:embedding.WEIGHTS_DIGEST]
+    assert f"chunker {CHUNKER_VERSION}" in stamp["quantization"]
+
+    write_json(fresh / READY_MARKER, stamp | {"weights": "0" * embedding.WEIGHTS_DIGEST})  # as another export would
+    other = qa.Embedder(str(fresh), cfg.embedding_model)
+    assert other.signature != qa.embedder(cfg).signature
+    with pytest.raises(QAError, match=r"built with .*/openvino-int8/64/" + stamp["weights"] + r".*rebuild it"):
+        load_index(cfg, other)
 
 
 def test_calibration_texts_are_code_and_reproducible() -> None:

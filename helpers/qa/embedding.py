@@ -12,6 +12,7 @@ sentence-transformers on PyTorch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import random
@@ -28,6 +29,7 @@ from helpers.config import EMBEDDED_EMBEDDING, REPO_ROOT, WorkshopConfig
 from helpers.constants import READY_MARKER
 from helpers.errors import ModelNotAvailable
 from helpers.files import read_json, staged_dir, write_json
+from helpers.qa.chunking import CHUNKER_VERSION, chunk_file
 
 EMBED_BATCH = 16  # texts per inference request (OpenVINO), at least; shorter texts go in larger batches:
 BATCH_PIECES = 1024  # up to this many word pieces a request (16 chunks of 64; 32 settings of 32: 0.1-0.3 s less)
@@ -45,8 +47,13 @@ QUERY_CACHE = 64  # question vectors kept
 # than fp32 on OpenVINO, mean cosine 0.997 to the fp32 vectors, the same hybrid recall and MRR on the tuning half.
 CALIBRATION_PACKAGES = ("streaming", "composer", "llmfoundry")
 CALIBRATION_CHUNKS = 128
+# The same calibration texts give the same int8 weights, bit for bit (two exports in one process and one by
+# ``make workshop`` in another, 2026-12-08). The texts are chunks as the chunker makes them, so the export is made
+# again when the chunker changes (an export calibrated on chunker 5's texts had other weights than one on chunker
+# 6's), and its weights' digest is part of the embedder's signature, which an index records.
 QUANTIZATION = (f"nncf static int8, transformer preset, {CALIBRATION_CHUNKS} calibration chunks of "
-                f"{EMBED_MAX_TOKENS} word pieces")
+                f"{EMBED_MAX_TOKENS} word pieces by chunker {CHUNKER_VERSION}")
+WEIGHTS_DIGEST = 12  # hex digits of the int8 weights' sha256 kept in the export's stamp and the signature
 
 
 def batches(lengths: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
@@ -195,7 +202,9 @@ class Embedder(Embeddings):
             raise ModelNotAvailable(
                 f"the embedding model {name!r} does not load from {model_path} ({str(err).splitlines()[0][:160]}); "
                 f"offline, use the embedded {EMBEDDED_EMBEDDING!r} (embedding_model setting) or a local folder.") from None
-        self.signature = f"{name}/{backend}/{max_tokens}"
+        weights = (read_json(Path(model_path) / READY_MARKER) or {}).get("weights") if backend != "torch" else None
+        # What an index records of the embedder: an export with other weights makes other vectors.
+        self.signature = f"{name}/{backend}/{max_tokens}" + (f"/{weights}" if weights else "")
         self._lock = threading.Lock()
         self._queries: dict[str, list[float]] = {}
         self._words: frozenset[str] | None = None
@@ -250,8 +259,6 @@ _EMBEDDERS: dict[str, Embedder] = {}
 def calibration_texts(n: int = CALIBRATION_CHUNKS, seed: int = 0) -> list[str]:
     """``n`` chunks of Python code, the same on every machine with the same packages: from the installed libraries
     of the default corpus (``CALIBRATION_PACKAGES``), or from this project's helpers when none is installed."""
-    from helpers.qa.chunking import chunk_file
-
     roots = [Path(loc) for pkg in CALIBRATION_PACKAGES if (spec := importlib.util.find_spec(pkg))
              for loc in (spec.submodule_search_locations or [])]
     files = sorted(f for root in roots or [REPO_ROOT / "helpers"] for f in root.rglob("*.py"))
@@ -284,12 +291,15 @@ def _quantize(xml: Path, tokenizer_folder: Path, texts: list[str]) -> None:
 
 def prepare_openvino_embedder(cfg: WorkshopConfig, progress: bool = True) -> Path:
     """The embedded sentence embedder as a static int8 OpenVINO model under ``<work_dir>/models`` (made once,
-    ~25 s: sentence-transformers exports it, nncf quantizes it on ``calibration_texts``). Checking that it is
-    there is all that runs at every start: sentence-transformers (~5 s to import) is imported only to make it."""
+    ~25 s: sentence-transformers exports it, nncf quantizes it on ``calibration_texts``), made again when the
+    model's files, the quantization or the chunker that cuts the calibration texts change; its stamp records the
+    weights' digest. Checking that it is there is all that runs at every start: sentence-transformers (~5 s to
+    import) is imported only to make it."""
     source = Path(models.embedding_model_path(cfg))
     out = cfg.models_dir / f"{cfg.embedding_model}-openvino-int8"
     stamp = {"source": str(source), "files": sorted(p.name for p in source.iterdir()), "quantization": QUANTIZATION}
-    if read_json(out / READY_MARKER) == stamp:
+    made = read_json(out / READY_MARKER) or {}
+    if {key: made.get(key) for key in stamp} == stamp:
         return out
     from sentence_transformers import SentenceTransformer
 
@@ -297,8 +307,10 @@ def prepare_openvino_embedder(cfg: WorkshopConfig, progress: bool = True) -> Pat
         print(f"Exporting {cfg.embedding_model} to OpenVINO and quantizing it to int8 (once) …", flush=True)
     with staged_dir(out) as tmp, models.quiet_exporters():
         SentenceTransformer(str(source), device="cpu", backend="openvino").save_pretrained(str(tmp))
-        _quantize(tmp / "openvino" / "openvino_model.xml", tmp, calibration_texts())
-        write_json(tmp / READY_MARKER, stamp)
+        xml = tmp / "openvino" / "openvino_model.xml"
+        _quantize(xml, tmp, calibration_texts())
+        weights = hashlib.sha256(xml.with_suffix(".bin").read_bytes()).hexdigest()[:WEIGHTS_DIGEST]
+        write_json(tmp / READY_MARKER, stamp | {"weights": weights})
     return out
 
 
