@@ -167,6 +167,25 @@ def test_a_pasted_message_with_its_values_filled_in_is_searched_on_its_own(tiny_
     _weight_decides(index, "pasted_weight", question, without="t/restart.py", with_="t/prefix.py")
 
 
+def test_words_of_conversation_do_not_pull_prose_ahead_of_the_code(tiny_index) -> None:
+    """A user writes "we really want", "is there actually anything": rare in code, so BM25 would weigh them high and
+    put a page that chats the same way ahead of the function that does what is asked. They are left out of the
+    question's terms; in identifiers and other words (``my_cache``, "actual") they stay."""
+    from helpers.qa.search import question_terms
+
+    cfg, _, _ = tiny_index
+    prose = ("# Welcome\n\nWe really want you to try it: actually, anything you need is here. If there is "
+             "something you want, please say hi, we are sure you will find it. Thanks!\n")
+    code = ("def evict_coldest(cache):\n    \"\"\"Evict the coldest cached shard from the cache.\"\"\"\n"
+            "    return cache.pop()\n")
+    index = _lexical_index(cfg, {"t/README.md": prose, "t/evict.py": code})
+    question = "we really want to evict a cached shard ourselves, is there actually anything for that? thanks!"
+    for mode in ("bm25", "hybrid"):
+        assert index.search(question, 2, mode)[0].chunk.path == "t/evict.py", mode
+    assert question_terms("We don't want my_cache, I've tried: the actual value") == \
+        ["my_cach", "my", "cach", "actual", "valu"], "stems of what is left"
+
+
 def test_names_of_code_in_a_question() -> None:
     from helpers.qa.search import named_identifiers
 
