@@ -380,6 +380,23 @@ def test_a_line_declaring_a_name_the_question_uses_comes_first() -> None:
     assert "half_life: str = '1000ba'," in [text for _, text in qa.key_lines(chunk, asked, 2)]
 
 
+def test_a_name_spelled_in_words_counts_as_named() -> None:
+    """"provide the run name without hardcoding it" names ``run_name``: the line that declares it (where the
+    environment variable is read) beats lines that share as many words with the question."""
+    from helpers.qa.chain import spoken_names
+
+    source = ("def init(run_name=None, autoresume=False):\n"
+              "    run_name = os.getenv('COMPOSER_RUN_NAME', None) if run_name is None else run_name\n"
+              "    if run_name is None and autoresume:\n"
+              "        raise ValueError('When autoresume=True, the `run_name` must be specified.')\n"
+              "    warnings.warn('Without an eval loader, the eval run has no name and does no eval.')\n")
+    chunk = qa.chunk_file("t", "t/init.py", source)[0]
+    asked = ("ValueError: When autoresume=True, the `run_name` must be specified. - can I provide the run name "
+             "without hardcoding it?")
+    assert "run_name" in spoken_names(asked) and "autoresume" not in "".join(spoken_names(asked)), "pasted: left out"
+    assert [n for n, _ in qa.key_lines(chunk, asked, 1)] == [2]
+
+
 def test_a_long_definition_is_quoted_and_cited_as_a_whole() -> None:
     prose = "".join(f"    Step {i} of the plan.\n" for i in range(70))
     source = ('class ShardCache:\n    """Keep downloaded shards on local disk.\n\n' + prose +
