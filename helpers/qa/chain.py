@@ -283,8 +283,9 @@ def key_lines(chunk: Chunk, question: str, n: int = QUOTE_LINES,
     brackets, so a raised message comes with its last piece; a grid-table row; a prose sentence. A line that
     declares a name the question uses (``DECLARES``: a parameter with its default, its entry; the name in code or
     spelled in words, "the run name": ``spoken_names``) counts that name again. A line whose text is already in
-    ``shown`` (e.g. the docstring summary printed above it) is passed over for the next best. The lines of ``found`` (a documented setting that search matched by meaning, ``Hit.lines``)
-    are quoted as well, whatever words they share.
+    ``shown`` (e.g. the docstring summary printed above it) is passed over for the next best. The lines of
+    ``found`` (a documented setting that search matched by meaning, ``Hit.lines``) are quoted as well, whatever
+    words they share.
     """
     wanted = set(code_tokens(question))
     # Words the user wrote themselves, less the chunk's own name (every line of StreamingDataset is about it).
