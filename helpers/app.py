@@ -53,8 +53,8 @@ def prepare(cfg: WorkshopConfig, progress: bool = True) -> bool:
             models.prepare_openvino(folder, progress=progress)
         side.result()  # its error, if any, is raised here
     try:
-        chunks, vectors = qa.load_index(cfg)
-        pending = int(missing_vectors(vectors, chunks=chunks).sum())  # left by an interrupted lexical-first start
+        chunks, faiss_index = qa.load_index(cfg)
+        pending = int(missing_vectors(faiss_index, chunks=chunks).sum())  # left by an interrupted lexical-first start
     except (WorkshopError, OSError):
         pending = -1  # no usable index yet
     if pending:

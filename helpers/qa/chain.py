@@ -34,6 +34,7 @@ from helpers.qa.search import (
     named_identifiers,
     retriever,
     unquoted,
+    word_runs,
 )
 
 ANSWER_FORMATS = ("symbol-first", "plain")
@@ -318,7 +319,7 @@ def spoken_names(question: str, longest: int = SPOKEN_PARTS) -> set[str]:
     """The snake_case names a question spells in words of its own: "the run name" -> ``the_run``, ``run_name``,
     ``the_run_name`` (2 to ``longest`` adjacent words; the pasted text is left out)."""
     words = re.findall(r"[a-z][a-z0-9]*", unquoted(question).lower())
-    return {"_".join(words[i:i + n]) for n in range(2, longest + 1) for i in range(len(words) - n + 1)}
+    return {"_".join(run) for run in word_runs(words, 2, longest)}
 
 
 def _cut(text: str, limit: int = QUOTE_CHARS) -> str:
